@@ -1,0 +1,28 @@
+# The two commands of the README, each doing all set-up on a fresh machine:
+#   make bench   the main job: speed table (every backend and nn.LSTM) and numerics table
+#   make test    the full test suite
+# A virtual environment in $(VENV) is created on first use and refreshed when the build files change.
+
+PYTHON ?= python3
+VENV ?= .venv
+# This machine's CPU wheel; on a GPU machine use e.g. `make test TORCH=torch` for the CUDA build.
+TORCH ?= torch==2.13.0
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.nrnm_fast-installed
+
+.PHONY: test bench clean
+
+$(INSTALLED): setup.py pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet "setuptools>=64" wheel "$(TORCH)"
+	$(PY) -m pip install --quiet --no-build-isolation -e ".[test]"
+	touch $@
+
+test: $(INSTALLED)
+	OMP_NUM_THREADS=1 $(PY) -m pytest tests
+
+bench: $(INSTALLED)
+	$(PY) -m benchmarks
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,67 @@
+"""The main job: time every available backend and nn.LSTM on the registered shapes, then check numerics.
+
+    python -m benchmarks [--shapes NAME,...] [--threads N] [--json PATH]
+
+Prints the speed table (medians, ratios to nn.LSTM and to the reference) and
+the numerics table (each backend against the float64 reference).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+
+import pytest
+
+
+def speed_table(report: dict) -> str:
+    info = report["machine_info"]
+    lines = [f"Speed: {info['cpu_model']}, torch {info['torch']}, {info['torch_threads']} threads; "
+             f"median ms of one layer; fwd = inference (no grad), fwd+bwd = one training step",
+             "| shape | mode | impl | median ms | / nn.LSTM | reference / impl |", "|---|---|---|---|---|---|"]
+    medians = {}
+    for b in report["benchmarks"]:
+        e = b["extra_info"]
+        medians[(e["shape"], e["mode"], e["impl"])] = b["stats"]["median"] * 1e3
+    for (shape, mode, impl), ms in medians.items():
+        lstm = medians.get((shape, mode, "nn.LSTM"))
+        ref = medians.get((shape, mode, "nrnm-reference"))
+        vs_lstm = f"{ms / lstm:.2f}x" if lstm else "-"
+        vs_ref = f"{ref / ms:.1f}x" if ref and impl != "nn.LSTM" else "-"
+        lines.append(f"| {shape} | {mode} | {impl} | {ms:.1f} | {vs_lstm} | {vs_ref} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n")[0])
+    parser.add_argument("--shapes", help="comma-separated shape names (default: all registered)")
+    parser.add_argument("--threads", type=int, help="torch threads (default: every core)")
+    parser.add_argument("--json", help="also keep pytest-benchmark's JSON report here")
+    args = parser.parse_args(argv)
+    if args.shapes:
+        os.environ["NRNM_BENCH_SHAPES"] = args.shapes
+    if args.threads:
+        os.environ["NRNM_BENCH_THREADS"] = str(args.threads)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = args.json or os.path.join(tmp, "bench.json")
+        code = pytest.main([os.path.dirname(os.path.abspath(__file__)), "-q", "-p", "no:cacheprovider",
+                            f"--benchmark-json={path}", "--benchmark-columns=median,iqr,rounds",
+                            "--benchmark-sort=name"])
+        if code != 0:
+            return int(code)
+        with open(path) as f:
+            report = json.load(f)
+    print("\n" + speed_table(report) + "\n")
+
+    from benchmarks.numerics import format_table, numerics_rows
+
+    print(format_table(numerics_rows()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

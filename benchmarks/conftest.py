@@ -1,0 +1,31 @@
+"""Benchmark session set-up: a fixed thread count, recorded with the machine info."""
+
+from __future__ import annotations
+
+import platform
+
+import torch
+
+from benchmarks.shapes import MEMORY, bench_threads
+
+
+def pytest_configure(config):
+    torch.set_num_threads(bench_threads())
+
+
+def pytest_benchmark_update_machine_info(config, machine_info):
+    machine_info["torch"] = torch.__version__
+    machine_info["torch_threads"] = torch.get_num_threads()
+    machine_info["cpu_model"] = _cpu_model()
+    machine_info["memory_config"] = MEMORY
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

@@ -1,0 +1,41 @@
+"""Registry of the benchmark shapes: one NRNM layer at T steps, B sequences, D inputs, H hidden."""
+
+from __future__ import annotations
+
+import os
+from typing import NamedTuple
+
+# The memory hyper-parameters every registered shape uses.
+MEMORY = dict(block_size=8, stride=4, num_slots=2, num_heads=4)
+
+
+class Shape(NamedTuple):
+    T: int
+    B: int
+    D: int
+    H: int
+
+    @property
+    def name(self) -> str:
+        return f"T{self.T}-B{self.B}-D{self.D}-H{self.H}"
+
+
+SHAPES = [Shape(256, 32, 128, 128), Shape(512, 16, 256, 256), Shape(1024, 8, 128, 128), Shape(128, 64, 512, 512)]
+DEFAULT = SHAPES[0]  # the numerics table's shape
+
+
+def selected_shapes() -> list[Shape]:
+    """SHAPES, or those named in $NRNM_BENCH_SHAPES (comma-separated, e.g. T256-B32-D128-H128)."""
+    names = os.environ.get("NRNM_BENCH_SHAPES")
+    if not names:
+        return SHAPES
+    by_name = {s.name: s for s in SHAPES}
+    unknown = [n for n in names.split(",") if n not in by_name]
+    if unknown:
+        raise ValueError(f"NRNM_BENCH_SHAPES names unknown shapes {unknown}; known: {list(by_name)}")
+    return [by_name[n] for n in names.split(",")]
+
+
+def bench_threads() -> int:
+    """Threads the benchmarks run with: $NRNM_BENCH_THREADS, default every core."""
+    return int(os.environ.get("NRNM_BENCH_THREADS", os.cpu_count() or 1))

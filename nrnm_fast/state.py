@@ -1,0 +1,55 @@
+"""Recurrent state of an NRNM: the whole stack (:class:`NRNMState`) and one layer (:class:`LayerState`)."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+
+class LayerState(NamedTuple):
+    """State of one layer; B batch, H hidden, N slots, k block size.
+
+    h (B, H), c (B, H), memory (B, N, H), window (B, k, H) last hidden states,
+    ewindow (B, k, H) last input embeddings (both oldest first), steps (B,) int64
+    steps consumed so far. The valid rows of the windows are the last min(k, steps).
+    """
+
+    h: Tensor
+    c: Tensor
+    memory: Tensor
+    window: Tensor
+    ewindow: Tensor
+    steps: Tensor
+
+
+class NRNMState(NamedTuple):
+    """State of an L-layer NRNM, carried between calls for streaming / truncated BPTT.
+
+    h (L, B, H), c (L, B, H), memory (L, B, N, H), window (L, B, k, H),
+    ewindow (L, B, k, H), steps (B,) int64 (all layers consume the same steps).
+    """
+
+    h: Tensor
+    c: Tensor
+    memory: Tensor
+    window: Tensor
+    ewindow: Tensor
+    steps: Tensor
+
+    def detach(self) -> "NRNMState":
+        """The same state cut from the autograd graph (truncated backpropagation through time)."""
+        return NRNMState(*(t.detach() for t in self))
+
+    def layer(self, l: int) -> LayerState:
+        """The state of layer ``l``."""
+        return LayerState(self.h[l], self.c[l], self.memory[l], self.window[l], self.ewindow[l], self.steps)
+
+    @staticmethod
+    def stack(layers: list[LayerState]) -> "NRNMState":
+        """Stack per-layer states (which share ``steps``) into one NRNMState."""
+        return NRNMState(
+            *(torch.stack([getattr(s, f) for s in layers]) for f in ("h", "c", "memory", "window", "ewindow")),
+            layers[-1].steps,
+        )
