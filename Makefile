@@ -12,14 +12,14 @@ INSTALLED := $(VENV)/.nrnm_fast-installed
 
 .PHONY: test bench clean
 
-$(INSTALLED): setup.py pyproject.toml
+$(INSTALLED): setup.py pyproject.toml $(wildcard csrc/*.cpp csrc/*.h csrc/*/*.cpp csrc/*/*.h)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet "setuptools>=64" wheel "$(TORCH)"
 	$(PY) -m pip install --quiet --no-build-isolation -e ".[test]"
 	touch $@
 
 test: $(INSTALLED)
-	OMP_NUM_THREADS=1 $(PY) -m pytest tests
+	OMP_NUM_THREADS=1 NRNM_REQUIRE_EXTENSION=1 $(PY) -m pytest tests
 
 bench: $(INSTALLED)
 	$(PY) -m benchmarks

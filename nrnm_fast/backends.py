@@ -6,7 +6,10 @@ Every backend is a function with the signature of :func:`nrnm_fast.reference.nrn
 
 from __future__ import annotations
 
-from typing import Callable
+import functools
+import importlib
+import warnings
+from typing import Callable, Optional
 
 import torch
 
@@ -16,9 +19,10 @@ LayerFunction = Callable[..., tuple]
 
 BACKENDS = ("auto", "reference", "cpu", "cuda", "triton")
 
+BUILD_HINT = "build it with `pip install --no-build-isolation -e .` (or `make test`) from the source tree"
+
 # Backends named by the design whose implementation this build does not contain, and what they need.
 _NOT_BUILT = {
-    "cpu": "the C++ extension nrnm_fast._C (CPU fast path)",
     "cuda": "the CUDA extension and Triton kernels (GPU fast path)",
     "triton": "the Triton attention kernels nrnm_fast.kernels",
 }
@@ -33,23 +37,52 @@ def check_backend_name(backend: object) -> str:
     return backend
 
 
+@functools.lru_cache(maxsize=None)
+def _cpu_extension() -> tuple[Optional[LayerFunction], str]:
+    """(the C++ layer function, "") or (None, why it cannot be loaded)."""
+    try:
+        module = importlib.import_module("nrnm_fast.cpu")
+    except ImportError as e:
+        return None, f"the C++ extension nrnm_fast._C is not built ({e}); {BUILD_HINT}"
+    return module.nrnm_layer, ""
+
+
 def available_backends(device: torch.device | str = "cpu") -> list[str]:
     """Names of the backends that can run layers on ``device`` in this install, fastest last."""
-    return ["reference"]
+    names = ["reference"]
+    if torch.device(device).type == "cpu" and _cpu_extension()[0] is not None:
+        names.append("cpu")
+    return names
+
+
+@functools.lru_cache(maxsize=None)
+def _warn_reference_fallback(device_type: str, why: str) -> None:
+    warnings.warn(f"nrnm_fast: backend='auto' runs the slow reference on {device_type}: {why}", stacklevel=4)
 
 
 def layer_function(backend: str, device: torch.device) -> tuple[str, LayerFunction]:
     """Resolve ``backend`` for tensors on ``device``: (name of the implementation, its layer function).
 
-    ``"auto"`` picks the fastest available implementation for the device;
-    naming one that is not available raises RuntimeError saying what is missing.
+    ``"auto"`` picks the fastest available implementation for the device (and warns
+    once when the device's fast path is missing); naming one that is not available
+    raises RuntimeError saying what is missing.
     """
     check_backend_name(backend)
+    device = torch.device(device)
     if backend == "auto":
         backend = available_backends(device)[-1]
+        if backend == "reference" and device.type == "cpu":
+            _warn_reference_fallback("cpu", _cpu_extension()[1])
     if backend == "reference":
         return "reference", reference.nrnm_layer
+    if backend == "cpu":
+        fn, why = _cpu_extension()
+        if device.type != "cpu":
+            raise RuntimeError(f"backend='cpu' runs on CPU tensors; got tensors on {device}")
+        if fn is None:
+            raise RuntimeError(f"backend='cpu' is not available: {why}")
+        return "cpu", fn
     raise RuntimeError(
         f"backend={backend!r} needs {_NOT_BUILT[backend]}, which this build of nrnm_fast does not include; "
-        f"available on {torch.device(device).type}: {available_backends(device)}"
+        f"available on {device.type}: {available_backends(device)}"
     )

@@ -21,9 +21,9 @@ def sig(v):
     return 1.0 / (1.0 + np.exp(-v))
 
 
-def test_zero_weights_by_hand():
+def test_zero_weights_by_hand(backend):
     """H = 2, N = 1, k = s = 1: all weights zero except the fixed init of norms and gate bias."""
-    model = NRNM(1, 2, block_size=1, stride=1, num_slots=1, num_heads=1, dtype=torch.float64)
+    model = NRNM(1, 2, block_size=1, stride=1, num_slots=1, num_heads=1, dtype=torch.float64, backend=backend)
     with torch.no_grad():
         for name, p in model.named_parameters():
             if not name.startswith(("norm", "gate_bias")):
@@ -103,9 +103,9 @@ def numpy_layer(x, lengths, st, W, k, s, nh):
 
 
 @pytest.mark.parametrize("nh", [1, 2])
-def test_matches_numpy_transcription(nh):
+def test_matches_numpy_transcription(nh, backend):
     k, s = 3, 2
-    model = random_model(2, 2, block_size=k, stride=s, num_slots=2, num_heads=nh, mlp_size=3)
+    model = random_model(2, 2, block_size=k, stride=s, num_slots=2, num_heads=nh, mlp_size=3, backend=backend)
     x = torch.randn(6, 3, 2, dtype=torch.float64)
     lengths = [6, 3, 5]
     start = random_state(model, 3, [0, 1, 4])

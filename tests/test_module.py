@@ -167,12 +167,13 @@ def test_dtype_float32_runs_and_backward():
 
 
 def test_backend_dispatch():
-    assert nrnm_fast.available_backends() == ["reference"]
+    assert nrnm_fast.available_backends()[0] == "reference"
+    assert set(nrnm_fast.available_backends()) <= {"reference", "cpu"}
     x = torch.randn(4, 2, 3, dtype=torch.float64)
     auto = random_model(3, 4, num_heads=2, backend="auto")
     ref = random_model(3, 4, num_heads=2, backend="reference")
-    assert_close(auto(x)[0], ref(x)[0], rtol=0, atol=0, what="auto runs the reference on CPU")
+    assert_close(auto(x)[0], ref(x)[0], rtol=1e-10, atol=1e-12, what="auto and reference")
     x = x.float()
-    for name in ("cpu", "cuda", "triton"):
+    for name in ("cuda", "triton"):
         with pytest.raises(RuntimeError, match=f"backend='{name}' needs .*does not include"):
             NRNM(3, 4, num_heads=2, backend=name)(x)

@@ -15,10 +15,10 @@ from nrnm_fast import NRNM, NRNMState
 
 
 @pytest.mark.parametrize("num_layers, bias, batch_first", [(1, True, False), (2, True, True), (2, False, False)])
-def test_lstm_limit_from_lstm(num_layers, bias, batch_first):
+def test_lstm_limit_from_lstm(num_layers, bias, batch_first, backend):
     torch.manual_seed(0)
     lstm = nn.LSTM(5, 8, num_layers, bias=bias, batch_first=batch_first).double()
-    model = NRNM.from_lstm(lstm, block_size=3, stride=2, num_slots=2, num_heads=2)
+    model = NRNM.from_lstm(lstm, backend=backend, block_size=3, stride=2, num_slots=2, num_heads=2)
     with torch.no_grad():  # a memory that is really updated, so only weight_mc == 0 cuts it off
         for name, p in model.named_parameters():
             if not name.startswith(("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_mc")):
@@ -35,10 +35,10 @@ def test_lstm_limit_from_lstm(num_layers, bias, batch_first):
     assert state.memory.abs().max() > 0.1, "the memory must be updated for the test to mean anything"
 
 
-def test_lstm_limit_from_state_dict():
+def test_lstm_limit_from_state_dict(backend):
     torch.manual_seed(0)
     lstm = nn.LSTM(4, 6, 2)
-    model = NRNM(4, 6, num_layers=2, num_heads=3, block_size=4, stride=2)
+    model = NRNM(4, 6, num_layers=2, num_heads=3, block_size=4, stride=2, backend=backend)
     missing, unexpected = model.load_state_dict(lstm.state_dict(), strict=False)
     assert not unexpected
     assert set(missing) == {n for n, _ in model.named_parameters()} - set(lstm.state_dict())
@@ -55,8 +55,8 @@ def test_lstm_limit_from_state_dict():
 
 
 @pytest.mark.parametrize("split", [1, 2, 3, 5, 6, 8, 13])  # s = 4, k = 6: before the first update, mid-stride, ...
-def test_streaming_equals_one_call(split):
-    model = random_model(3, 4, num_layers=2, block_size=6, stride=4, num_slots=2, num_heads=2)
+def test_streaming_equals_one_call(split, backend):
+    model = random_model(3, 4, num_layers=2, block_size=6, stride=4, num_slots=2, num_heads=2, backend=backend)
     x = torch.randn(14, 2, 3, dtype=torch.float64)
     start = random_state(model, 2, [0, 3])
     full_out, full_state = model(x, start)
@@ -66,8 +66,8 @@ def test_streaming_equals_one_call(split):
     assert_close(end, full_state, what="streamed final state")
 
 
-def test_streaming_with_lengths():
-    model = random_model(3, 4, block_size=3, stride=2, num_slots=1, num_heads=1)
+def test_streaming_with_lengths(backend):
+    model = random_model(3, 4, block_size=3, stride=2, num_slots=1, num_heads=1, backend=backend)
     x = torch.randn(9, 3, 3, dtype=torch.float64)
     lengths = torch.tensor([9, 4, 7])
     full_out, full_state = model(x, model.initial_state(3), lengths=lengths)
@@ -85,16 +85,16 @@ def test_streaming_with_lengths():
 # ---- 3. Padding -------------------------------------------------------------------------------
 
 
-def _padding_case():
-    model = random_model(3, 4, num_layers=2, block_size=4, stride=3, num_slots=2, num_heads=2)
+def _padding_case(backend):
+    model = random_model(3, 4, num_layers=2, block_size=4, stride=3, num_slots=2, num_heads=2, backend=backend)
     lengths = [7, 2, 5, 7]
     x = torch.randn(7, 4, 3, dtype=torch.float64)
     start = random_state(model, 4, [0, 1, 5, 2])
     return model, x, lengths, start
 
 
-def test_padding_equals_each_element_alone():
-    model, x, lengths, start = _padding_case()
+def test_padding_equals_each_element_alone(backend):
+    model, x, lengths, start = _padding_case(backend)
     x.requires_grad_(True)
     out, state = model(x, start, lengths=torch.tensor(lengths))
     grad_out = torch.randn_like(out)
@@ -113,8 +113,8 @@ def test_padding_equals_each_element_alone():
         assert torch.all(gx[n:, b] == 0), "padding must get no gradient"
 
 
-def test_packed_sequence_equals_lengths():
-    model, x, lengths, start = _padding_case()
+def test_packed_sequence_equals_lengths(backend):
+    model, x, lengths, start = _padding_case(backend)
     out, state = model(x, start, lengths=torch.tensor(lengths))
     packed = pack_padded_sequence(x, torch.tensor(lengths), enforce_sorted=False)
     packed_out, packed_state = model(packed, start)
@@ -126,10 +126,10 @@ def test_packed_sequence_equals_lengths():
     assert_close(packed_state, state, what="final state")
 
 
-def test_packed_sequence_like_nn_lstm():
+def test_packed_sequence_like_nn_lstm(backend):
     torch.manual_seed(0)
     lstm = nn.LSTM(3, 5, batch_first=True)
-    model = NRNM.from_lstm(lstm, num_heads=1, block_size=2, stride=2)
+    model = NRNM.from_lstm(lstm, backend=backend, num_heads=1, block_size=2, stride=2)
     seqs = [torch.randn(n, 3) for n in (4, 6, 1)]
     packed = pack_sequence(seqs, enforce_sorted=False)
     out, (h, c) = model(packed)
@@ -140,15 +140,15 @@ def test_packed_sequence_like_nn_lstm():
 # ---- 4. No memory update before the first stride ------------------------------------------------
 
 
-def test_no_update_before_first_stride():
-    model = random_model(3, 4, block_size=5, stride=4, num_slots=2, num_heads=2)
+def test_no_update_before_first_stride(backend):
+    model = random_model(3, 4, block_size=5, stride=4, num_slots=2, num_heads=2, backend=backend)
     x = torch.randn(6, 2, 3, dtype=torch.float64)
     start = random_state(model, 2, [0, 0])
     out, state = model(x[:3], start)
     assert_close(state.memory, start.memory, rtol=0, atol=0, what="memory after s - 1 steps")
 
     # the memory-update weights change nothing up to and including step s (the update comes after it) ...
-    other = random_model(3, 4, seed=1, block_size=5, stride=4, num_slots=2, num_heads=2)
+    other = random_model(3, 4, seed=1, block_size=5, stride=4, num_slots=2, num_heads=2, backend=backend)
     with torch.no_grad():
         for name, p in other.named_parameters():
             if name.startswith(("weight_", "bias_")):
@@ -160,8 +160,8 @@ def test_no_update_before_first_stride():
     assert (out_a[4] - out_b[4]).abs().max() > 1e-3
 
 
-def test_update_only_at_multiples_of_stride_per_element():
-    model = random_model(3, 4, block_size=4, stride=3, num_slots=1, num_heads=2)
+def test_update_only_at_multiples_of_stride_per_element(backend):
+    model = random_model(3, 4, block_size=4, stride=3, num_slots=1, num_heads=2, backend=backend)
     x = torch.randn(1, 2, 3, dtype=torch.float64)
     start = random_state(model, 2, [2, 3])  # element 0 reaches tau = 3 now, element 1 tau = 4
     _, state = model(x, start)

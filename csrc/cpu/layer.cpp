@@ -1,0 +1,333 @@
+// The layer over a whole sequence (csrc/cpu/layer.h), following ARCHITECTURE.md's plan:
+// input-side GEMMs hoisted over all steps; the memory term of each chunk between memory
+// updates in one GEMM; per step one recurrent GEMM and one fused element-wise loop;
+// memory updates with N query rows and keys / values computed once per step; weight
+// gradients as GEMMs over all steps after the backward loop.
+
+#include "layer.h"
+
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+
+#include "cell_rows.h"
+#include "memory_update.h"
+#include "schedule.h"
+
+namespace nrnm {
+
+std::vector<at::Tensor> LayerWeights::list() const {
+  return {w_x, b_x, w_hh, w_mr, w_mc, w_in, b_in, w_o, b_o, ln1_w, ln1_b,
+          w_1, b_1, w_2, b_2, ln2_w, ln2_b, w_gx, w_gm, b_g};
+}
+
+LayerWeights LayerWeights::from_list(const std::vector<at::Tensor>& ws) {
+  TORCH_CHECK(static_cast<int>(ws.size()) == kCount, "nrnm_fast: expected ", kCount, " weight tensors, got ",
+              ws.size());
+  return {ws[0], ws[1], ws[2], ws[3], ws[4], ws[5], ws[6], ws[7], ws[8], ws[9],
+          ws[10], ws[11], ws[12], ws[13], ws[14], ws[15], ws[16], ws[17], ws[18], ws[19]};
+}
+
+namespace {
+
+// Element-wise work below this many units stays on one thread: a parallel region costs more.
+constexpr int64_t kGrain = 8192;
+
+at::Tensor index_tensor(const std::vector<int64_t>& v) {
+  return at::tensor(v, at::TensorOptions().dtype(at::kLong));
+}
+
+// The memory block of the elements `idx` (their memory `memory`, (u, N, H)) after step t:
+// time-line rows t + 1 .. t + k.
+MemoryBlock gather_block(const at::Tensor& memory, const std::vector<int64_t>& event, const at::Tensor& idx,
+                         int64_t t, int64_t k, const int64_t* steps0, const at::Tensor& kv_e, const at::Tensor& kv_h,
+                         const at::Tensor& e_line) {
+  const int64_t u = static_cast<int64_t>(event.size());
+  auto rows = [&](const at::Tensor& line) { return line.narrow(0, t + 1, k).index_select(1, idx).transpose(0, 1); };
+  at::Tensor valid = at::empty({u, k}, at::TensorOptions().dtype(at::kBool));
+  at::Tensor n_valid = at::empty({u, 1}, at::TensorOptions().dtype(at::kDouble));
+  auto valid_a = valid.accessor<bool, 2>();
+  auto n_valid_a = n_valid.accessor<double, 2>();
+  for (int64_t i = 0; i < u; ++i) {
+    const int64_t n = std::min(k, steps0[event[i]] + t + 1);
+    n_valid_a[i][0] = static_cast<double>(n);
+    for (int64_t j = 0; j < k; ++j) valid_a[i][j] = j >= k - n;
+  }
+  return {memory, rows(kv_e), rows(kv_h), rows(e_line), valid, n_valid.to(memory.scalar_type())};
+}
+
+// rows (k, B) of the time line holding each element's final window: lengths[b] + j.
+at::Tensor final_window_rows(const at::Tensor& lengths, int64_t k) {
+  return lengths.view({1, -1}) + at::arange(k, lengths.options()).view({-1, 1});
+}
+
+// Element-wise work on fewer units than this per thread costs more in threading than it saves.
+int64_t row_grain(int64_t H) { return std::max<int64_t>(1, kGrain / H); }
+
+template <typename scalar_t>
+void step_forward(int64_t t, int64_t B, int64_t H, int64_t G, const int64_t* len, const scalar_t* xw,
+                  const scalar_t* rec, const scalar_t* mc, scalar_t* h, scalar_t* c, scalar_t* gates,
+                  scalar_t* cells, scalar_t* out, scalar_t* h_row) {
+  at::parallel_for(0, B, row_grain(H), [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b) {
+      const int64_t o = b * H;
+      if (t < len[b]) {
+        forward_row(H, xw + b * G, rec + 4 * o, mc + o, h + o, c + o, gates + 4 * o, cells + o, out + o, h_row + o);
+      } else {  // inactive: the state stays, the output stays 0
+        std::fill(gates + 4 * o, gates + 4 * o + 4 * H, scalar_t(0));
+        std::copy(c + o, c + o + H, cells + o);
+        std::copy(h + o, h + o + H, h_row + o);
+      }
+    }
+  });
+}
+
+// One step backward. dh holds the gradient reaching h' from later steps (the output's and
+// the windows' are added here). Writes da (B, 4H) and dmc (B, H), and turns dc into the
+// gradient of the previous cell. Inactive elements pass dh and dc on.
+template <typename scalar_t>
+void step_backward(int64_t t, int64_t B, int64_t H, const int64_t* len, const scalar_t* gates, const scalar_t* c_prev,
+                   const scalar_t* cells, const scalar_t* d_out, const scalar_t* d_h_row, const scalar_t* dh,
+                   scalar_t* dc, scalar_t* da, scalar_t* dmc) {
+  at::parallel_for(0, B, row_grain(H), [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b) {
+      const int64_t o = b * H;
+      if (t < len[b]) {
+        backward_row(H, gates + 4 * o, c_prev + o, cells + o, dh + o, d_out + o, d_h_row + o, dc + o, da + 4 * o,
+                     dmc + o);
+      } else {
+        std::fill(da + 4 * o, da + 4 * o + 4 * H, scalar_t(0));
+        std::fill(dmc + o, dmc + o + H, scalar_t(0));
+      }
+    }
+  });
+}
+
+struct Dims {
+  int64_t T, B, D, H, N, NH, G, k, s, nh;
+  Dims(const at::Tensor& x, const at::Tensor& memory, const LayerConfig& cfg)
+      : T(x.size(0)), B(x.size(1)), D(x.size(2)), H(memory.size(2)), N(memory.size(1)), NH(N * H),
+        G(4 * H + NH + H), k(cfg.block_size), s(cfg.stride), nh(cfg.num_heads) {}
+};
+
+}  // namespace
+
+LayerForward layer_forward(const at::Tensor& x, const at::Tensor& lengths, const LayerState& init,
+                           const LayerWeights& w, const LayerConfig& cfg) {
+  const Dims d(x, init.memory, cfg);
+  const int64_t T = d.T, B = d.B, H = d.H, N = d.N, NH = d.NH, k = d.k;
+  const int64_t* steps0 = init.steps.data_ptr<int64_t>();
+  const int64_t* len = lengths.data_ptr<int64_t>();
+  const Schedule schedule(steps0, len, B, T, d.s);
+
+  // Every input-side term at once: gates | memory gate | embedding, (T, B, G).
+  const at::Tensor xw = at::addmm(w.b_x, x.reshape({T * B, d.D}), w.w_x.t()).view({T, B, d.G});
+  const at::Tensor rx = xw.narrow(2, 4 * H, NH);
+
+  LayerSaved saved;
+  saved.e_line = at::empty({k + T, B, H}, x.options());
+  saved.e_line.narrow(0, 0, k).copy_(init.ewindow.transpose(0, 1));
+  saved.e_line.narrow(0, k, T).copy_(xw.narrow(2, 4 * H + NH, H));
+  saved.h_line = at::empty({k + T, B, H}, x.options());
+  saved.h_line.narrow(0, 0, k).copy_(init.window.transpose(0, 1));
+  saved.cells = at::empty({T, B, H}, x.options());
+  saved.gates = at::empty({T, B, 4 * H}, x.options());
+  saved.memories = at::zeros({Schedule::max_updates(T, d.s) + 1, B, N, H}, x.options());
+  saved.memories[0].copy_(init.memory);
+
+  // Keys and values of every time-line row, computed once: blocks overlap.
+  const at::Tensor w_kv = w.w_in.narrow(0, H, 2 * H), b_kv = w.b_in.narrow(0, H, 2 * H);
+  const at::Tensor kv_e = at::addmm(b_kv, saved.e_line.view({(k + T) * B, H}), w_kv.t()).view({k + T, B, 2 * H});
+  at::Tensor kv_h = at::empty({k + T, B, 2 * H}, x.options());
+  at::Tensor kv_h_rows = kv_h.narrow(0, 0, k).view({k * B, 2 * H});
+  at::addmm_out(kv_h_rows, b_kv, saved.h_line.narrow(0, 0, k).view({k * B, H}), w_kv.t());
+
+  at::Tensor mem = init.memory.clone();
+  at::Tensor mr = at::mm(mem.view({B, NH}), w.w_mr.t());  // m @ W_mr^T, changes only at updates
+  std::vector<int64_t> segment(B, 0);
+  at::Tensor h = init.h.clone(), c = init.c.clone();
+  at::Tensor output = at::zeros({T, B, H}, x.options());
+  at::Tensor rec = at::empty({B, 4 * H}, x.options());
+
+  for (const Chunk& chunk : schedule.chunks) {
+    const int64_t t0 = chunk.t0, j = chunk.t1 - chunk.t0 + 1;
+    // (r * m) @ W_mc^T for the whole chunk: r depends on x and m only.
+    const at::Tensor rm = rx.narrow(0, t0, j).add(mr).sigmoid_().mul_(mem.view({1, B, NH}));
+    const at::Tensor mc = at::mm(rm.view({j * B, NH}), w.w_mc.t()).view({j, B, H});
+    for (int64_t t = t0; t <= chunk.t1; ++t) {
+      at::mm_out(rec, h, w.w_hh.t());
+      AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "nrnm_step_forward", [&] {
+        const int64_t BH = B * H;
+        step_forward<scalar_t>(t, B, H, d.G, len, xw.data_ptr<scalar_t>() + t * B * d.G, rec.data_ptr<scalar_t>(),
+                               mc.data_ptr<scalar_t>() + (t - t0) * BH, h.data_ptr<scalar_t>(),
+                               c.data_ptr<scalar_t>(), saved.gates.data_ptr<scalar_t>() + 4 * t * BH,
+                               saved.cells.data_ptr<scalar_t>() + t * BH, output.data_ptr<scalar_t>() + t * BH,
+                               saved.h_line.data_ptr<scalar_t>() + (k + t) * BH);
+      });
+    }
+    kv_h_rows = kv_h.narrow(0, k + t0, j).view({j * B, 2 * H});
+    at::addmm_out(kv_h_rows, b_kv, saved.h_line.narrow(0, k + t0, j).view({j * B, H}), w_kv.t());
+    if (chunk.event.empty()) continue;
+
+    const at::Tensor idx = index_tensor(chunk.event);
+    const MemoryBlock block =
+        gather_block(mem.index_select(0, idx), chunk.event, idx, chunk.t1, k, steps0, kv_e, kv_h, saved.e_line);
+    const at::Tensor new_mem = memory_update_forward(block, w, d.nh);
+    mem.index_copy_(0, idx, new_mem);
+    mr.index_copy_(0, idx, at::mm(new_mem.view({-1, NH}), w.w_mr.t()));
+    std::vector<int64_t> slots;  // (segment, element) rows of saved.memories viewed as ((E + 1) * B, N, H)
+    for (int64_t b : chunk.event) slots.push_back(++segment[b] * B + b);
+    saved.memories.view({-1, N, H}).index_copy_(0, index_tensor(slots), new_mem);
+  }
+
+  const at::Tensor rows = final_window_rows(lengths, k).unsqueeze(-1).expand({k, B, H});
+  LayerForward result;
+  result.output = output;
+  result.final = {h, c, mem, saved.h_line.gather(0, rows).transpose(0, 1).contiguous(),
+                  saved.e_line.gather(0, rows).transpose(0, 1).contiguous(), init.steps + lengths};
+  result.saved = saved;
+  return result;
+}
+
+LayerGrads layer_backward(const at::Tensor& grad_output, const LayerState& grad_final, const at::Tensor& x,
+                          const at::Tensor& lengths, const LayerState& init, const LayerSaved& saved,
+                          const LayerWeights& w, const LayerConfig& cfg) {
+  const Dims d(x, saved.memories[0], cfg);
+  const int64_t T = d.T, B = d.B, H = d.H, N = d.N, NH = d.NH, k = d.k;
+  const int64_t* steps0 = init.steps.data_ptr<int64_t>();
+  const int64_t* len = lengths.data_ptr<int64_t>();
+  const Schedule schedule(steps0, len, B, T, d.s);
+  auto zeros = [&](at::IntArrayRef shape) { return at::zeros(shape, x.options()); };
+  auto grad_or_zeros = [&](const at::Tensor& g, at::IntArrayRef shape) {
+    return g.defined() ? g.clone() : zeros(shape);
+  };
+
+  LayerGrads grads;
+  {
+    std::vector<at::Tensor> gw;
+    for (const at::Tensor& t : w.list()) gw.push_back(at::zeros_like(t));
+    grads.w = LayerWeights::from_list(gw);
+  }
+
+  const at::Tensor x_rows = x.reshape({T * B, d.D});
+  const at::Tensor rx = at::addmm(w.b_x.narrow(0, 4 * H, NH), x_rows, w.w_x.narrow(0, 4 * H, NH).t()).view({T, B, NH});
+  const at::Tensor w_kv = w.w_in.narrow(0, H, 2 * H), b_kv = w.b_in.narrow(0, H, 2 * H);
+  const at::Tensor kv_e = at::addmm(b_kv, saved.e_line.view({(k + T) * B, H}), w_kv.t()).view({k + T, B, 2 * H});
+  const at::Tensor kv_h = at::addmm(b_kv, saved.h_line.view({(k + T) * B, H}), w_kv.t()).view({k + T, B, 2 * H});
+
+  // Gradients of the time lines: each final window row is one of their rows.
+  at::Tensor d_h_line = zeros({k + T, B, H}), d_e_line = zeros({k + T, B, H});
+  at::Tensor d_kv_h = zeros({k + T, B, 2 * H}), d_kv_e = zeros({k + T, B, 2 * H});
+  const at::Tensor rows = final_window_rows(lengths, k).unsqueeze(-1).expand({k, B, H});
+  if (grad_final.window.defined()) d_h_line.scatter_add_(0, rows, grad_final.window.transpose(0, 1));
+  if (grad_final.ewindow.defined()) d_e_line.scatter_add_(0, rows, grad_final.ewindow.transpose(0, 1));
+
+  at::Tensor dh = grad_or_zeros(grad_final.h, {B, H}), dc = grad_or_zeros(grad_final.c, {B, H});
+  at::Tensor d_mem = grad_or_zeros(grad_final.memory, {B, N, H});
+  at::Tensor d_mr = zeros({B, NH});  // gradient of m @ W_mr^T of each element's current memory
+  const at::Tensor d_out = grad_output.defined() ? grad_output : zeros({T, B, H});
+  at::Tensor d_gates = at::empty({T, B, 4 * H}, x.options());
+  at::Tensor d_mc = at::empty({T, B, H}, x.options());
+  at::Tensor d_rx = at::empty({T, B, NH}, x.options());
+  at::Tensor dh_rec = at::empty({B, H}, x.options());
+
+  // Memory of each element after its last update, walked back through saved.memories.
+  std::vector<int64_t> segment(B, 0);
+  for (const Chunk& chunk : schedule.chunks)
+    for (int64_t b : chunk.event) ++segment[b];
+  auto memory_of = [&](const std::vector<int64_t>& elems) {
+    std::vector<int64_t> slots;
+    for (int64_t b : elems) slots.push_back(segment[b] * B + b);
+    return saved.memories.view({-1, N, H}).index_select(0, index_tensor(slots));
+  };
+  std::vector<int64_t> all(B);
+  for (int64_t b = 0; b < B; ++b) all[b] = b;
+  at::Tensor mem = memory_of(all);
+  at::Tensor mr = at::mm(mem.view({B, NH}), w.w_mr.t());
+
+  for (auto it = schedule.chunks.rbegin(); it != schedule.chunks.rend(); ++it) {
+    const Chunk& chunk = *it;
+    const int64_t t0 = chunk.t0, t1 = chunk.t1, j = t1 - t0 + 1;
+    if (!chunk.event.empty()) {
+      const at::Tensor idx = index_tensor(chunk.event);
+      const int64_t u = idx.size(0);
+      // The updated memory feeds later memory terms directly and through m @ W_mr^T.
+      const at::Tensor d_mr_u = d_mr.index_select(0, idx);
+      const at::Tensor grad_new = d_mem.index_select(0, idx).add_(at::mm(d_mr_u, w.w_mr).view({u, N, H}));
+      grads.w.w_mr.addmm_(d_mr_u.t(), mem.index_select(0, idx).view({u, NH}));
+      d_mr.index_fill_(0, idx, 0);
+
+      for (int64_t b : chunk.event) --segment[b];
+      const at::Tensor before = memory_of(chunk.event);
+      const MemoryBlock block = gather_block(before, chunk.event, idx, t1, k, steps0, kv_e, kv_h, saved.e_line);
+      const MemoryBlockGrads bg = memory_update_backward(block, grad_new, w, d.nh, grads.w);
+      d_mem.index_copy_(0, idx, bg.memory);
+      d_kv_e.narrow(0, t1 + 1, k).index_add_(1, idx, bg.kv_emb.transpose(0, 1));
+      d_kv_h.narrow(0, t1 + 1, k).index_add_(1, idx, bg.kv_hid.transpose(0, 1));
+      d_e_line.narrow(0, t1 + 1, k).index_add_(1, idx, bg.emb.transpose(0, 1));
+      mem.index_copy_(0, idx, before);
+      mr.index_copy_(0, idx, at::mm(before.view({u, NH}), w.w_mr.t()));
+    }
+
+    // Every later block that holds this chunk's hidden states is done: finish their gradient.
+    d_h_line.narrow(0, k + t0, j).view({j * B, H}).addmm_(d_kv_h.narrow(0, k + t0, j).view({j * B, 2 * H}), w_kv);
+
+    for (int64_t t = t1; t >= t0; --t) {
+      AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "nrnm_step_backward", [&] {
+        const int64_t BH = B * H;
+        const scalar_t* c_prev =
+            t > 0 ? saved.cells.data_ptr<scalar_t>() + (t - 1) * BH : init.c.data_ptr<scalar_t>();
+        step_backward<scalar_t>(t, B, H, len, saved.gates.data_ptr<scalar_t>() + 4 * t * BH, c_prev,
+                                saved.cells.data_ptr<scalar_t>() + t * BH, d_out.data_ptr<scalar_t>() + t * BH,
+                                d_h_line.data_ptr<scalar_t>() + (k + t) * BH, dh.data_ptr<scalar_t>(),
+                                dc.data_ptr<scalar_t>(), d_gates.data_ptr<scalar_t>() + 4 * t * BH,
+                                d_mc.data_ptr<scalar_t>() + t * BH);
+      });
+      at::mm_out(dh_rec, d_gates[t], w.w_hh);
+      bool all_active = true;
+      for (int64_t b = 0; b < B; ++b) all_active = all_active && t < len[b];
+      if (all_active) {
+        std::swap(dh, dh_rec);
+      } else {
+        for (int64_t b = 0; b < B; ++b)
+          if (t < len[b]) dh[b].copy_(dh_rec[b]);
+      }
+    }
+
+    // The chunk's memory term (r * m) @ W_mc^T with r = sigma(x W_xr^T + b_r + m W_mr^T).
+    const at::Tensor m = mem.view({1, B, NH});
+    const at::Tensor r = rx.narrow(0, t0, j).add(mr).sigmoid_();
+    const at::Tensor d_mc_rows = d_mc.narrow(0, t0, j).view({j * B, H});
+    grads.w.w_mc.addmm_(d_mc_rows.t(), (r * m).view({j * B, NH}));
+    const at::Tensor d_rm = at::mm(d_mc_rows, w.w_mc).view({j, B, NH});
+    at::Tensor d_rx_chunk = d_rx.narrow(0, t0, j);
+    at::mul_out(d_rx_chunk, d_rm * m, r * (1 - r));
+    d_mem.add_((d_rm * r).sum(0).view({B, N, H}));
+    d_mr.add_(d_rx_chunk.sum(0));
+  }
+
+  // The initial memory, and the window rows of the initial state.
+  d_mem.add_(at::mm(d_mr, w.w_mr).view({B, N, H}));
+  grads.w.w_mr.addmm_(d_mr.t(), saved.memories[0].view({B, NH}));
+  d_h_line.narrow(0, 0, k).view({k * B, H}).addmm_(d_kv_h.narrow(0, 0, k).view({k * B, 2 * H}), w_kv);
+  d_e_line.view({(k + T) * B, H}).addmm_(d_kv_e.view({(k + T) * B, 2 * H}), w_kv);
+
+  // Weight gradients over all steps at once.
+  grads.w.w_in.narrow(0, H, 2 * H)
+      .addmm_(d_kv_e.view({-1, 2 * H}).t(), saved.e_line.view({-1, H}))
+      .addmm_(d_kv_h.view({-1, 2 * H}).t(), saved.h_line.view({-1, H}));
+  grads.w.b_in.narrow(0, H, 2 * H).add_(d_kv_e.sum({0, 1})).add_(d_kv_h.sum({0, 1}));
+  const at::Tensor d_xw = at::cat({d_gates, d_rx, d_e_line.narrow(0, k, T)}, 2).view({T * B, d.G});
+  grads.x = at::mm(d_xw, w.w_x).view({T, B, d.D});
+  grads.w.w_x = at::mm(d_xw.t(), x_rows);
+  grads.w.b_x = d_xw.sum(0);
+  const at::Tensor h_prev = at::cat({init.h.unsqueeze(0), saved.h_line.narrow(0, k, T - 1)}, 0);
+  grads.w.w_hh = at::mm(d_gates.view({T * B, 4 * H}).t(), h_prev.view({T * B, H}));
+
+  grads.initial = {dh, dc, d_mem, d_h_line.narrow(0, 0, k).transpose(0, 1).contiguous(),
+                   d_e_line.narrow(0, 0, k).transpose(0, 1).contiguous(), at::Tensor()};
+  return grads;
+}
+
+}  // namespace nrnm

@@ -1,0 +1,87 @@
+// CPU fast path of one NRNM layer over a whole sequence, forward and backward (docs/spec.md).
+//
+// Shapes: T steps, B batch, D input features, H hidden, N memory slots, NH = N * H,
+// k block size, F MLP features, G = 4H + NH + H (rows of the hoisted input weight).
+// Every tensor is contiguous, float32 or float64 (steps / lengths int64).
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <vector>
+
+namespace nrnm {
+
+// One layer's weights as the op takes them. The input-side weights and biases come
+// stacked so that one GEMM gives every input term: rows [0, 4H) the LSTM gates
+// (bias b_ih + b_hh), [4H, 4H + NH) the memory gate (bias b_r), [4H + NH, G) the input
+// embedding W_x (bias b_x).
+struct LayerWeights {
+  at::Tensor w_x;     // (G, D)
+  at::Tensor b_x;     // (G,)
+  at::Tensor w_hh;    // (4H, H)
+  at::Tensor w_mr;    // (NH, NH)
+  at::Tensor w_mc;    // (H, NH)
+  at::Tensor w_in;    // (3H, H) rows q, k, v
+  at::Tensor b_in;    // (3H,)
+  at::Tensor w_o;     // (H, H)
+  at::Tensor b_o;     // (H,)
+  at::Tensor ln1_w;   // (H,)
+  at::Tensor ln1_b;   // (H,)
+  at::Tensor w_1;     // (F, H)
+  at::Tensor b_1;     // (F,)
+  at::Tensor w_2;     // (H, F)
+  at::Tensor b_2;     // (H,)
+  at::Tensor ln2_w;   // (H,)
+  at::Tensor ln2_b;   // (H,)
+  at::Tensor w_gx;    // (2H, H) rows: input gate, forget gate
+  at::Tensor w_gm;    // (2H, H)
+  at::Tensor b_g;     // (2H,)
+
+  static constexpr int kCount = 20;
+  std::vector<at::Tensor> list() const;
+  static LayerWeights from_list(const std::vector<at::Tensor>& ws);
+};
+
+struct LayerConfig {
+  int64_t block_size;  // k
+  int64_t stride;      // s
+  int64_t num_heads;   // nh
+};
+
+// The layer's state: h, c (B, H); memory (B, N, H); window, ewindow (B, k, H); steps (B,) int64.
+struct LayerState {
+  at::Tensor h, c, memory, window, ewindow, steps;
+};
+
+// What the forward pass keeps for the backward pass.
+struct LayerSaved {
+  at::Tensor h_line;   // (k + T, B, H) window rows of the initial state, then h' of every step
+  at::Tensor e_line;   // (k + T, B, H) ewindow rows of the initial state, then every step's embedding
+  at::Tensor cells;    // (T, B, H) c' of every step (the previous cell for inactive steps)
+  at::Tensor gates;    // (T, B, 4H) activations sigma(i), sigma(f), tanh(g), sigma(o)
+  at::Tensor memories; // (ceil(T / s) + 1, B, N, H) memory of each element before its e-th update
+};
+
+struct LayerForward {
+  at::Tensor output;  // (T, B, H) h' of every step, 0 where inactive
+  LayerState final;
+  LayerSaved saved;
+};
+
+// Runs the layer. x (T, B, D); lengths (B,) int64 in 1..T, on the CPU.
+LayerForward layer_forward(const at::Tensor& x, const at::Tensor& lengths, const LayerState& initial,
+                           const LayerWeights& w, const LayerConfig& cfg);
+
+struct LayerGrads {
+  at::Tensor x;  // (T, B, D)
+  LayerState initial;  // gradients of h, c, memory, window, ewindow (steps undefined)
+  LayerWeights w;
+};
+
+// Gradients of every input given the gradients of the output (T, B, H) and of the final
+// state (h, c, memory, window, ewindow; undefined tensors count as zero).
+LayerGrads layer_backward(const at::Tensor& grad_output, const LayerState& grad_final, const at::Tensor& x,
+                          const at::Tensor& lengths, const LayerState& initial, const LayerSaved& saved,
+                          const LayerWeights& w, const LayerConfig& cfg);
+
+}  // namespace nrnm

@@ -1,0 +1,116 @@
+// torch.library registration of the layer ops (schemas and CPU kernels); the fake kernels
+// and the autograd formula are registered in nrnm_fast/cpu.py.
+
+#include <torch/extension.h>
+
+#include <tuple>
+
+#include "cpu/layer.h"
+
+namespace nrnm {
+namespace {
+
+void check_float(const at::Tensor& t, const char* name, const at::Tensor& x) {
+  TORCH_CHECK(t.device().is_cpu(), "nrnm_fast.layer_forward: ", name, " must be a CPU tensor, got ", t.device());
+  TORCH_CHECK(t.scalar_type() == x.scalar_type(), "nrnm_fast.layer_forward: ", name, " must have dtype ",
+              x.scalar_type(), " like x, got ", t.scalar_type());
+}
+
+// Checks what the kernels rely on (the Python module checks the user's arguments first).
+void check_args(const at::Tensor& x, const at::Tensor& lengths, const at::Tensor& h0, const at::Tensor& c0,
+                const at::Tensor& memory0, const at::Tensor& steps0, const std::vector<at::Tensor>& weights,
+                int64_t block_size, int64_t stride, int64_t num_heads) {
+  TORCH_CHECK(x.dim() == 3, "nrnm_fast: x must be (T, B, D), got ", x.sizes());
+  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
+              "nrnm_fast: the CPU path supports float32 and float64, got ", x.scalar_type());
+  const int64_t T = x.size(0), B = x.size(1);
+  TORCH_CHECK(T >= 1 && B >= 1, "nrnm_fast: x needs T >= 1 and B >= 1, got ", x.sizes());
+  TORCH_CHECK(memory0.dim() == 3 && memory0.size(0) == B, "nrnm_fast: memory0 must be (B, N, H), got ",
+              memory0.sizes());
+  const int64_t H = memory0.size(2);
+  TORCH_CHECK(h0.sizes() == at::IntArrayRef({B, H}) && c0.sizes() == h0.sizes(),
+              "nrnm_fast: h0 and c0 must be (B, H) = (", B, ", ", H, "), got ", h0.sizes(), " and ", c0.sizes());
+  TORCH_CHECK(lengths.scalar_type() == at::kLong && steps0.scalar_type() == at::kLong,
+              "nrnm_fast: lengths and steps0 must be int64");
+  TORCH_CHECK(lengths.sizes() == at::IntArrayRef({B}) && steps0.sizes() == at::IntArrayRef({B}),
+              "nrnm_fast: lengths and steps0 must be (B,)");
+  TORCH_CHECK(block_size >= 1 && stride >= 1 && stride <= block_size,
+              "nrnm_fast: need 1 <= stride <= block_size, got stride ", stride, ", block_size ", block_size);
+  TORCH_CHECK(num_heads >= 1 && H % num_heads == 0, "nrnm_fast: hidden size ", H,
+              " must be divisible by num_heads ", num_heads);
+  TORCH_CHECK(static_cast<int>(weights.size()) == LayerWeights::kCount, "nrnm_fast: expected ",
+              LayerWeights::kCount, " weight tensors, got ", weights.size());
+  for (const at::Tensor& t : weights) check_float(t, "every weight", x);
+  for (const at::Tensor* t : {&h0, &c0, &memory0}) check_float(*t, "every state tensor", x);
+  const auto lo = lengths.min().item<int64_t>(), hi = lengths.max().item<int64_t>();
+  TORCH_CHECK(lo >= 1 && hi <= T, "nrnm_fast: lengths must lie in 1..", T, ", got ", lo, "..", hi);
+  TORCH_CHECK(steps0.min().item<int64_t>() >= 0, "nrnm_fast: steps0 must be >= 0");
+}
+
+std::vector<at::Tensor> contiguous(const std::vector<at::Tensor>& ts) {
+  std::vector<at::Tensor> out;
+  for (const at::Tensor& t : ts) out.push_back(t.contiguous());
+  return out;
+}
+
+using ForwardResult = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+                                 at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+
+ForwardResult layer_forward_cpu(const at::Tensor& x, const at::Tensor& lengths, const at::Tensor& h0,
+                                const at::Tensor& c0, const at::Tensor& memory0, const at::Tensor& window0,
+                                const at::Tensor& ewindow0, const at::Tensor& steps0,
+                                const std::vector<at::Tensor>& weights, int64_t block_size, int64_t stride,
+                                int64_t num_heads) {
+  check_args(x, lengths, h0, c0, memory0, steps0, weights, block_size, stride, num_heads);
+  const LayerState init{h0.contiguous(), c0.contiguous(), memory0.contiguous(),
+                        window0.contiguous(), ewindow0.contiguous(), steps0.contiguous()};
+  const LayerForward f = layer_forward(x.contiguous(), lengths.contiguous(), init,
+                                       LayerWeights::from_list(contiguous(weights)),
+                                       {block_size, stride, num_heads});
+  return {f.output, f.final.h, f.final.c, f.final.memory, f.final.window, f.final.ewindow, f.final.steps,
+          f.saved.h_line, f.saved.e_line, f.saved.cells, f.saved.gates, f.saved.memories};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>>
+layer_backward_cpu(const at::Tensor& grad_output, const at::Tensor& grad_h, const at::Tensor& grad_c,
+                   const at::Tensor& grad_memory, const at::Tensor& grad_window, const at::Tensor& grad_ewindow,
+                   const at::Tensor& x, const at::Tensor& lengths, const at::Tensor& h0, const at::Tensor& c0,
+                   const at::Tensor& steps0, const at::Tensor& h_line, const at::Tensor& e_line,
+                   const at::Tensor& cells, const at::Tensor& gates, const at::Tensor& memories,
+                   const std::vector<at::Tensor>& weights, int64_t block_size, int64_t stride, int64_t num_heads) {
+  const LayerState grad_final{grad_h.contiguous(), grad_c.contiguous(), grad_memory.contiguous(),
+                              grad_window.contiguous(), grad_ewindow.contiguous(), at::Tensor()};
+  const LayerState init{h0.contiguous(), c0.contiguous(), at::Tensor(), at::Tensor(), at::Tensor(),
+                        steps0.contiguous()};
+  const LayerSaved saved{h_line.contiguous(), e_line.contiguous(), cells.contiguous(), gates.contiguous(),
+                         memories.contiguous()};
+  const LayerGrads g = layer_backward(grad_output.contiguous(), grad_final, x.contiguous(), lengths.contiguous(),
+                                      init, saved, LayerWeights::from_list(contiguous(weights)),
+                                      {block_size, stride, num_heads});
+  return {g.x, g.initial.h, g.initial.c, g.initial.memory, g.initial.window, g.initial.ewindow, g.w.list()};
+}
+
+}  // namespace
+}  // namespace nrnm
+
+TORCH_LIBRARY(nrnm_fast, m) {
+  m.def(
+      "layer_forward(Tensor x, Tensor lengths, Tensor h0, Tensor c0, Tensor memory0, Tensor window0, "
+      "Tensor ewindow0, Tensor steps0, Tensor[] weights, int block_size, int stride, int num_heads) -> "
+      "(Tensor output, Tensor h, Tensor c, Tensor memory, Tensor window, Tensor ewindow, Tensor steps, "
+      "Tensor h_line, Tensor e_line, Tensor cells, Tensor gates, Tensor memories)");
+  m.def(
+      "layer_backward(Tensor grad_output, Tensor grad_h, Tensor grad_c, Tensor grad_memory, Tensor grad_window, "
+      "Tensor grad_ewindow, Tensor x, Tensor lengths, Tensor h0, Tensor c0, Tensor steps0, Tensor h_line, "
+      "Tensor e_line, Tensor cells, Tensor gates, Tensor memories, Tensor[] weights, int block_size, int stride, "
+      "int num_heads) -> (Tensor grad_x, Tensor grad_h0, Tensor grad_c0, Tensor grad_memory0, "
+      "Tensor grad_window0, Tensor grad_ewindow0, Tensor[] grad_weights)");
+}
+
+TORCH_LIBRARY_IMPL(nrnm_fast, CPU, m) {
+  m.impl("layer_forward", &nrnm::layer_forward_cpu);
+  m.impl("layer_backward", &nrnm::layer_backward_cpu);
+}
+
+// Importing nrnm_fast._C loads the library, which registers the ops above.
+PYBIND11_MODULE(_C, module) { module.doc() = "nrnm_fast C++ ops, registered as torch.ops.nrnm_fast.*"; }

@@ -1,0 +1,100 @@
+"""CPU fast path: the C++ ops ``torch.ops.nrnm_fast.layer_forward`` / ``layer_backward``.
+
+Importing this module loads the extension ``nrnm_fast._C`` (which registers the
+ops' schemas and CPU kernels) and registers their fake kernels and autograd
+formula, so that ``torch.compile`` traces them and ``torch.library.opcheck``
+can test them. :func:`nrnm_layer` has the signature of every backend.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from . import _C  # noqa: F401  (registers the ops)
+from .params import LayerConfig, LayerWeights
+from .state import LayerState
+
+_ops = torch.ops.nrnm_fast
+
+
+def pack_weights(w: LayerWeights) -> list[Tensor]:
+    """The op's 20 weight tensors (csrc/cpu/layer.h ``LayerWeights``) from one layer's parameters.
+
+    The input-side weights are stacked so one GEMM gives every input term:
+    gates (bias b_ih + b_hh), memory gate (bias b_r), input embedding (bias b_x).
+    """
+    if w.bias_ih is None:
+        lstm_bias = w.weight_ih.new_zeros(w.weight_ih.shape[0])
+    else:
+        lstm_bias = w.bias_ih + w.bias_hh
+    return [
+        torch.cat([w.weight_ih, w.weight_xr, w.input_proj_weight]),
+        torch.cat([lstm_bias, w.bias_r, w.input_proj_bias]),
+        w.weight_hh, w.weight_mr, w.weight_mc,
+        w.attn_in_weight, w.attn_in_bias, w.attn_out_weight, w.attn_out_bias,
+        w.norm1_weight, w.norm1_bias, w.mlp1_weight, w.mlp1_bias, w.mlp2_weight, w.mlp2_bias,
+        w.norm2_weight, w.norm2_bias, w.gate_x_weight, w.gate_m_weight, w.gate_bias,
+    ]
+
+
+def nrnm_layer(
+    x: Tensor, lengths: Optional[Tensor], state: LayerState, w: LayerWeights, config: LayerConfig
+) -> tuple[Tensor, LayerState]:
+    """One layer over the sequence with the C++ op; see :func:`nrnm_fast.reference.nrnm_layer`."""
+    T, B, _ = x.shape
+    if lengths is None:
+        lengths = torch.full((B,), T, dtype=torch.int64, device=x.device)
+    out = _ops.layer_forward(x, lengths, *state, pack_weights(w), *config)
+    return out[0], LayerState(*out[1:7])
+
+
+@torch.library.register_fake("nrnm_fast::layer_forward")
+def _layer_forward_fake(x, lengths, h0, c0, memory0, window0, ewindow0, steps0, weights, block_size, stride,
+                        num_heads):
+    T, B, _ = x.shape
+    N, H = memory0.shape[1], memory0.shape[2]
+    k, max_updates = block_size, (T + stride - 1) // stride
+    new = x.new_empty
+    return (new(T, B, H), new(B, H), new(B, H), new(B, N, H), new(B, k, H), new(B, k, H), steps0.new_empty(B),
+            new(k + T, B, H), new(k + T, B, H), new(T, B, H), new(T, B, 4 * H), new(max_updates + 1, B, N, H))
+
+
+@torch.library.register_fake("nrnm_fast::layer_backward")
+def _layer_backward_fake(grad_output, grad_h, grad_c, grad_memory, grad_window, grad_ewindow, x, lengths, h0, c0,
+                         steps0, h_line, e_line, cells, gates, memories, weights, block_size, stride, num_heads):
+    B, N, H = memories.shape[1], memories.shape[2], memories.shape[3]
+    k = block_size
+    return (torch.empty_like(x), torch.empty_like(h0), torch.empty_like(c0), h0.new_empty(B, N, H),
+            h0.new_empty(B, k, H), h0.new_empty(B, k, H), [torch.empty_like(w) for w in weights])
+
+
+def _setup_context(ctx, inputs, output):
+    x, lengths, h0, c0, _memory0, _window0, _ewindow0, steps0, weights, block_size, stride, num_heads = inputs
+    ctx.config = (block_size, stride, num_heads)
+    ctx.num_weights = len(weights)
+    ctx.save_for_backward(x, lengths, h0, c0, steps0, *output[7:], *weights)
+
+
+def _backward(ctx, grad_output, grad_h, grad_c, grad_memory, grad_window, grad_ewindow, *_unused):
+    x, lengths, h0, c0, steps0, h_line, e_line, cells, gates, memories, *weights = ctx.saved_tensors
+    B, N, H = memories.shape[1], memories.shape[2], memories.shape[3]
+    k = ctx.config[0]
+
+    def zeros_if_none(g, *shape):
+        return g if g is not None else x.new_zeros(shape)
+
+    T = x.shape[0]
+    grads = _ops.layer_backward(
+        zeros_if_none(grad_output, T, B, H), zeros_if_none(grad_h, B, H), zeros_if_none(grad_c, B, H),
+        zeros_if_none(grad_memory, B, N, H), zeros_if_none(grad_window, B, k, H),
+        zeros_if_none(grad_ewindow, B, k, H), x, lengths, h0, c0, steps0, h_line, e_line, cells, gates, memories,
+        weights, *ctx.config)
+    grad_x, grad_h0, grad_c0, grad_memory0, grad_window0, grad_ewindow0, grad_weights = grads
+    return (grad_x, None, grad_h0, grad_c0, grad_memory0, grad_window0, grad_ewindow0, None, list(grad_weights),
+            None, None, None)
+
+
+torch.library.register_autograd("nrnm_fast::layer_forward", _backward, setup_context=_setup_context)

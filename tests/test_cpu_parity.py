@@ -1,0 +1,131 @@
+"""The C++ CPU path against the reference: every output, final state and gradient.
+
+Random inputs, random states with per-element steps, random lengths, random
+upstream gradients on the output and on every final-state tensor.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from helpers import random_model
+from nrnm_fast import NRNM, NRNMState, available_backends
+from nrnm_fast.testing import max_relative_error, outputs_and_grads
+
+requires_cpu_ext = pytest.mark.skipif("cpu" not in available_backends(), reason="C++ extension not built")
+
+
+def test_extension_is_built_when_required():
+    """`make test` sets NRNM_REQUIRE_EXTENSION=1: a build that lost the extension must fail, not skip."""
+    if os.environ.get("NRNM_REQUIRE_EXTENSION") != "1":
+        pytest.skip("NRNM_REQUIRE_EXTENSION is not set")
+    assert "cpu" in available_backends("cpu")
+
+
+# (T, B, L, block_size, stride, num_slots, num_heads, lengths, steps); H = 8, D = 5
+CASES = {
+    "T1": (1, 3, 1, 4, 2, 2, 2, None, [0, 1, 3]),
+    "T3-stride1": (3, 1, 1, 2, 1, 1, 1, None, [0]),
+    "T17-s-divides-k": (17, 3, 2, 6, 3, 2, 4, [17, 9, 9], [0, 0, 0]),
+    "T17-s-not-dividing-k": (17, 3, 1, 5, 3, 3, 2, [1, 17, 12], [2, 7, 0]),
+    "T50-s-equals-k": (50, 3, 1, 4, 4, 1, 4, [50, 31, 1], [0, 5, 2]),
+    "T50-two-layers": (50, 3, 2, 8, 4, 2, 2, [50, 50, 20], [3, 0, 9]),
+    "T17-B1-streamed": (17, 1, 2, 3, 2, 3, 1, None, [11]),
+    "T3-k1": (3, 3, 1, 1, 1, 2, 2, [3, 1, 2], [0, 4, 1]),
+}
+
+
+def _run(backend: str, dtype: torch.dtype, case) -> dict:
+    T, B, L, k, s, N, nh, lengths, steps = case
+    model = random_model(5, 8, num_layers=L, block_size=k, stride=s, num_slots=N, num_heads=nh,
+                         backend=backend).to(dtype)
+    gen = torch.Generator().manual_seed(7)
+    x = torch.randn(T, B, 5, generator=gen, dtype=torch.float64).to(dtype)
+    zero = model.initial_state(B)
+    state = NRNMState(*(torch.randn(t.shape, generator=gen, dtype=torch.float64).to(dtype) * 0.5 for t in zero[:5]),
+                      torch.tensor(steps))
+    return outputs_and_grads(model, x, state, None if lengths is None else torch.tensor(lengths), seed=11)
+
+
+def _assert_matches(actual: dict, expected: dict, tol: float):
+    assert actual.keys() == expected.keys()
+    worst = {name: max_relative_error(actual[name], e) for name, e in expected.items()}
+    bad = {name: err for name, err in worst.items() if not err <= tol}
+    assert not bad, f"relative errors above {tol}: {bad}"
+    nonzero = [name for name, e in expected.items() if e.is_floating_point() and e.abs().max() > 0]
+    assert len(nonzero) > 0.8 * len(expected), "the comparison must not be between zeros"
+
+
+@requires_cpu_ext
+@pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
+def test_cpu_matches_reference_float64(case):
+    _assert_matches(_run("cpu", torch.float64, case), _run("reference", torch.float64, case), 1e-10)
+
+
+@requires_cpu_ext
+@pytest.mark.parametrize("case", ["T17-s-not-dividing-k", "T50-two-layers"])
+def test_cpu_matches_reference_float32(case):
+    _assert_matches(_run("cpu", torch.float32, CASES[case]), _run("reference", torch.float32, CASES[case]), 1e-5)
+
+
+@requires_cpu_ext
+def test_auto_picks_cpu_and_streaming_is_exact():
+    model = random_model(5, 8, num_heads=2, block_size=4, stride=3, backend="auto")
+    ref = random_model(5, 8, num_heads=2, block_size=4, stride=3, backend="reference")
+    x = torch.randn(20, 2, 5, dtype=torch.float64)
+    out, state = model(x, model.initial_state(2))
+    out1, mid = model(x[:7], model.initial_state(2))
+    out2, end = model(x[7:], mid)
+    torch.testing.assert_close(torch.cat([out1, out2]), out, rtol=1e-12, atol=1e-13)
+    for a, b in zip(end, state):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-13)
+    torch.testing.assert_close(out, ref(x, ref.initial_state(2))[0], rtol=1e-10, atol=1e-12)
+
+
+@requires_cpu_ext
+def test_cpu_gradcheck():
+    model = random_model(3, 4, num_layers=2, block_size=3, stride=2, num_slots=2, num_heads=2, backend="cpu")
+    x = torch.randn(5, 2, 3, dtype=torch.float64)
+    start = random_state_of(model)
+    lengths = torch.tensor([5, 3])
+    names = [n for n, _ in model.named_parameters()]
+
+    def f(x, h, c, memory, window, ewindow, *params):
+        state = NRNMState(h, c, memory, window, ewindow, start.steps)
+        out, new = torch.func.functional_call(model, dict(zip(names, params)), (x, state), {"lengths": lengths})
+        return out, *new[:5]
+
+    inputs = [t.detach().clone().requires_grad_(True) for t in (x, *start[:5], *model.parameters())]
+    assert torch.autograd.gradcheck(f, inputs, eps=1e-6, atol=1e-7, rtol=1e-5, fast_mode=True)
+
+
+def random_state_of(model: NRNM) -> NRNMState:
+    gen = torch.Generator().manual_seed(3)
+    zero = model.initial_state(2)
+    return NRNMState(*(torch.randn(t.shape, generator=gen, dtype=t.dtype) * 0.5 for t in zero[:5]),
+                     torch.tensor([0, 2]))
+
+
+def test_cpu_backend_without_extension_message(monkeypatch):
+    from nrnm_fast import backends
+
+    backends._cpu_extension.cache_clear()
+    monkeypatch.setattr(backends.importlib, "import_module", _raise_import_error)
+    try:
+        assert backends.available_backends("cpu") == ["reference"]
+        with pytest.raises(RuntimeError, match=r"backend='cpu' is not available: the C\+\+ extension nrnm_fast._C is not built"):
+            NRNM(3, 4, num_heads=2, backend="cpu")(torch.randn(2, 1, 3))
+        backends._warn_reference_fallback.cache_clear()
+        with pytest.warns(UserWarning, match="backend='auto' runs the slow reference"):
+            NRNM(3, 4, num_heads=2)(torch.randn(2, 1, 3))
+    finally:
+        monkeypatch.undo()
+        backends._cpu_extension.cache_clear()
+        backends._warn_reference_fallback.cache_clear()
+
+
+def _raise_import_error(name):
+    raise ImportError(f"No module named {name!r}")
