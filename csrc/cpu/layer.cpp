@@ -38,23 +38,11 @@ at::Tensor index_tensor(const std::vector<int64_t>& v) {
   return at::tensor(v, at::TensorOptions().dtype(at::kLong));
 }
 
-// The memory block of the elements `idx` (their memory `memory`, (u, N, H)) after step t:
-// time-line rows t + 1 .. t + k.
-MemoryBlock gather_block(const at::Tensor& memory, const std::vector<int64_t>& event, const at::Tensor& idx,
-                         int64_t t, int64_t k, const int64_t* steps0, const at::Tensor& kv_e, const at::Tensor& kv_h,
-                         const at::Tensor& e_line) {
-  const int64_t u = static_cast<int64_t>(event.size());
-  auto rows = [&](const at::Tensor& line) { return line.narrow(0, t + 1, k).index_select(1, idx).transpose(0, 1); };
-  at::Tensor valid = at::empty({u, k}, at::TensorOptions().dtype(at::kBool));
-  at::Tensor n_valid = at::empty({u, 1}, at::TensorOptions().dtype(at::kDouble));
-  auto valid_a = valid.accessor<bool, 2>();
-  auto n_valid_a = n_valid.accessor<double, 2>();
-  for (int64_t i = 0; i < u; ++i) {
-    const int64_t n = std::min(k, steps0[event[i]] + t + 1);
-    n_valid_a[i][0] = static_cast<double>(n);
-    for (int64_t j = 0; j < k; ++j) valid_a[i][j] = j >= k - n;
-  }
-  return {memory, rows(kv_e), rows(kv_h), rows(e_line), valid, n_valid.to(memory.scalar_type())};
+// The attention of the memory update after chunk.t1 of the elements chunk.event.
+BlockAttention attention_of(const Chunk& chunk, const int64_t* steps0, const LayerConfig& cfg) {
+  BlockAttention a{chunk.t1, chunk.event, {}, cfg.block_size, cfg.num_heads};
+  for (int64_t b : chunk.event) a.n_valid.push_back(std::min(cfg.block_size, steps0[b] + chunk.t1 + 1));
+  return a;
 }
 
 // rows (k, B) of the time line holding each element's final window: lengths[b] + j.
@@ -143,6 +131,7 @@ LayerForward layer_forward(const at::Tensor& x, const at::Tensor& lengths, const
   at::Tensor kv_h_rows = kv_h.narrow(0, 0, k).view({k * B, 2 * H});
   at::addmm_out(kv_h_rows, b_kv, saved.h_line.narrow(0, 0, k).view({k * B, H}), w_kv.t());
 
+  const BlockLines lines{kv_e, kv_h, saved.e_line};
   at::Tensor mem = init.memory.clone();
   at::Tensor mr = at::mm(mem.view({B, NH}), w.w_mr.t());  // m @ W_mr^T, changes only at updates
   std::vector<int64_t> segment(B, 0);
@@ -171,9 +160,8 @@ LayerForward layer_forward(const at::Tensor& x, const at::Tensor& lengths, const
     if (chunk.event.empty()) continue;
 
     const at::Tensor idx = index_tensor(chunk.event);
-    const MemoryBlock block =
-        gather_block(mem.index_select(0, idx), chunk.event, idx, chunk.t1, k, steps0, kv_e, kv_h, saved.e_line);
-    const at::Tensor new_mem = memory_update_forward(block, w, d.nh);
+    const at::Tensor new_mem =
+        memory_update_forward(mem.index_select(0, idx), attention_of(chunk, steps0, cfg), lines, w);
     mem.index_copy_(0, idx, new_mem);
     mr.index_copy_(0, idx, at::mm(new_mem.view({-1, NH}), w.w_mr.t()));
     std::vector<int64_t> slots;  // (segment, element) rows of saved.memories viewed as ((E + 1) * B, N, H)
@@ -215,10 +203,12 @@ LayerGrads layer_backward(const at::Tensor& grad_output, const LayerState& grad_
   const at::Tensor w_kv = w.w_in.narrow(0, H, 2 * H), b_kv = w.b_in.narrow(0, H, 2 * H);
   const at::Tensor kv_e = at::addmm(b_kv, saved.e_line.view({(k + T) * B, H}), w_kv.t()).view({k + T, B, 2 * H});
   const at::Tensor kv_h = at::addmm(b_kv, saved.h_line.view({(k + T) * B, H}), w_kv.t()).view({k + T, B, 2 * H});
+  const BlockLines lines{kv_e, kv_h, saved.e_line};
 
   // Gradients of the time lines: each final window row is one of their rows.
   at::Tensor d_h_line = zeros({k + T, B, H}), d_e_line = zeros({k + T, B, H});
   at::Tensor d_kv_h = zeros({k + T, B, 2 * H}), d_kv_e = zeros({k + T, B, 2 * H});
+  BlockLines d_lines{d_kv_e, d_kv_h, d_e_line};  // the same tensors, written by the memory updates
   const at::Tensor rows = final_window_rows(lengths, k).unsqueeze(-1).expand({k, B, H});
   if (grad_final.window.defined()) d_h_line.scatter_add_(0, rows, grad_final.window.transpose(0, 1));
   if (grad_final.ewindow.defined()) d_e_line.scatter_add_(0, rows, grad_final.ewindow.transpose(0, 1));
@@ -260,12 +250,8 @@ LayerGrads layer_backward(const at::Tensor& grad_output, const LayerState& grad_
 
       for (int64_t b : chunk.event) --segment[b];
       const at::Tensor before = memory_of(chunk.event);
-      const MemoryBlock block = gather_block(before, chunk.event, idx, t1, k, steps0, kv_e, kv_h, saved.e_line);
-      const MemoryBlockGrads bg = memory_update_backward(block, grad_new, w, d.nh, grads.w);
-      d_mem.index_copy_(0, idx, bg.memory);
-      d_kv_e.narrow(0, t1 + 1, k).index_add_(1, idx, bg.kv_emb.transpose(0, 1));
-      d_kv_h.narrow(0, t1 + 1, k).index_add_(1, idx, bg.kv_hid.transpose(0, 1));
-      d_e_line.narrow(0, t1 + 1, k).index_add_(1, idx, bg.emb.transpose(0, 1));
+      d_mem.index_copy_(0, idx, memory_update_backward(before, attention_of(chunk, steps0, cfg), lines, grad_new,
+                                                       w, grads.w, d_lines));
       mem.index_copy_(0, idx, before);
       mr.index_copy_(0, idx, at::mm(before.view({u, NH}), w.w_mr.t()));
     }

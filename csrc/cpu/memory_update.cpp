@@ -1,7 +1,7 @@
 #include "memory_update.h"
 
-#include <cmath>
-#include <limits>
+#include <ATen/Dispatch.h>
+
 #include <tuple>
 
 namespace nrnm {
@@ -12,7 +12,7 @@ constexpr double kLayerNormEps = 1e-5;
 // Intermediates of one memory update; rows of the (u * N, .) matrices are (element, slot).
 struct UpdateParts {
   at::Tensor mem_rows;             // (u*N, H) memory before the update
-  at::Tensor q, keys, values;      // (u, nh, N, dh), (u, nh, N + 2k, dh) x2
+  at::Tensor qkv;                  // (u, N, 3H) q | k | v of the memory rows
   at::Tensor probs;                // (u, nh, N, N + 2k)
   at::Tensor attn;                 // (u*N, H) heads concatenated
   at::Tensor y1_in, y1, mean1, rstd1;
@@ -25,33 +25,48 @@ struct UpdateParts {
   at::Tensor new_mem;              // (u, N, H)
 };
 
-// (u, rows, H) -> (u, nh, rows, dh)
-at::Tensor split_heads(const at::Tensor& t, int64_t nh) {
-  return t.reshape({t.size(0), t.size(1), nh, t.size(2) / nh}).transpose(1, 2);
+// xh (u, H): the mean of each block's valid embedding rows.
+at::Tensor block_mean(const BlockAttention& a, const at::Tensor& emb) {
+  const int64_t u = static_cast<int64_t>(a.elems.size()), B = emb.size(1), H = emb.size(2), k = a.k;
+  at::Tensor xh = at::zeros({u, H}, emb.options());
+  AT_DISPATCH_FLOATING_TYPES(emb.scalar_type(), "nrnm_block_mean", [&] {
+    const scalar_t* e = emb.data_ptr<scalar_t>();
+    scalar_t* out = xh.data_ptr<scalar_t>();
+    for (int64_t i = 0; i < u; ++i) {
+      for (int64_t r = k - a.n_valid[i]; r < k; ++r) {
+        const scalar_t* row = e + ((a.t + 1 + r) * B + a.elems[i]) * H;
+        for (int64_t d = 0; d < H; ++d) out[i * H + d] += row[d];
+      }
+      for (int64_t d = 0; d < H; ++d) out[i * H + d] /= static_cast<scalar_t>(a.n_valid[i]);
+    }
+  });
+  return xh;
 }
 
-// (u, nh, rows, dh) -> (u, rows, H)
-at::Tensor merge_heads(const at::Tensor& t) {
-  return t.transpose(1, 2).reshape({t.size(0), t.size(2), t.size(1) * t.size(3)});
+// Adds d_xh / n_valid (u, H) to every valid embedding row of each block in d_emb (k + T, B, H).
+void block_mean_backward(const BlockAttention& a, const at::Tensor& d_xh, at::Tensor& d_emb) {
+  const int64_t u = static_cast<int64_t>(a.elems.size()), B = d_emb.size(1), H = d_emb.size(2), k = a.k;
+  const at::Tensor g = d_xh.contiguous();
+  AT_DISPATCH_FLOATING_TYPES(d_emb.scalar_type(), "nrnm_block_mean_backward", [&] {
+    const scalar_t* gi = g.data_ptr<scalar_t>();
+    scalar_t* de = d_emb.data_ptr<scalar_t>();
+    for (int64_t i = 0; i < u; ++i) {
+      const scalar_t inv = scalar_t(1) / static_cast<scalar_t>(a.n_valid[i]);
+      for (int64_t r = k - a.n_valid[i]; r < k; ++r) {
+        scalar_t* row = de + ((a.t + 1 + r) * B + a.elems[i]) * H;
+        for (int64_t d = 0; d < H; ++d) row[d] += gi[i * H + d] * inv;
+      }
+    }
+  });
 }
 
-UpdateParts forward_parts(const MemoryBlock& b, const LayerWeights& w, int64_t nh) {
-  const int64_t u = b.memory.size(0), N = b.memory.size(1), H = b.memory.size(2);
+UpdateParts forward_parts(const at::Tensor& memory, const BlockAttention& a, const BlockLines& lines,
+                          const LayerWeights& w) {
+  const int64_t u = memory.size(0), N = memory.size(1), H = memory.size(2);
   UpdateParts p;
-  p.mem_rows = b.memory.reshape({u * N, H});
-
-  // Only the memory rows are queries; their keys and values join the block's.
-  const at::Tensor qkv = at::addmm(w.b_in, p.mem_rows, w.w_in.t()).view({u, N, 3 * H});
-  p.q = split_heads(qkv.narrow(2, 0, H), nh);
-  p.keys = split_heads(at::cat({qkv.narrow(2, H, H), b.kv_emb.narrow(2, 0, H), b.kv_hid.narrow(2, 0, H)}, 1), nh);
-  p.values =
-      split_heads(at::cat({qkv.narrow(2, 2 * H, H), b.kv_emb.narrow(2, H, H), b.kv_hid.narrow(2, H, H)}, 1), nh);
-  const double scale = 1.0 / std::sqrt(static_cast<double>(H / nh));
-  at::Tensor scores = at::matmul(p.q, p.keys.transpose(-1, -2)).mul_(scale);
-  const at::Tensor key_valid = at::cat({at::ones({u, N}, b.valid.options()), b.valid, b.valid}, 1);
-  scores.masked_fill_(key_valid.logical_not().view({u, 1, 1, -1}), -std::numeric_limits<double>::infinity());
-  p.probs = at::softmax(scores, -1);
-  p.attn = merge_heads(at::matmul(p.probs, p.values)).reshape({u * N, H});
+  p.mem_rows = memory.reshape({u * N, H});
+  p.qkv = at::addmm(w.b_in, p.mem_rows, w.w_in.t()).view({u, N, 3 * H});
+  p.attn = block_attention_forward(a, p.qkv, lines.kv_emb, lines.kv_hid, p.probs).view({u * N, H});
 
   p.y1_in = at::addmm(w.b_o, p.attn, w.w_o.t()).add_(p.mem_rows);
   std::tie(p.y1, p.mean1, p.rstd1) = at::native_layer_norm(p.y1_in, {H}, w.ln1_w, w.ln1_b, kLayerNormEps);
@@ -59,34 +74,35 @@ UpdateParts forward_parts(const MemoryBlock& b, const LayerWeights& w, int64_t n
   p.y2_in = at::addmm(w.b_2, p.hid, w.w_2.t()).add_(p.y1);
   std::tie(p.mt, p.mean2, p.rstd2) = at::native_layer_norm(p.y2_in, {H}, w.ln2_w, w.ln2_b, kLayerNormEps);
 
-  p.xh = (b.emb * b.valid.unsqueeze(-1).to(b.emb.scalar_type())).sum(1).div_(b.n_valid);
-  p.tanh_mem = b.memory.tanh();
+  p.xh = block_mean(a, lines.emb);
+  p.tanh_mem = memory.tanh();
   p.gates = at::addmm(w.b_g, p.tanh_mem.reshape({u * N, H}), w.w_gm.t())
                 .view({u, N, 2 * H})
                 .add_(at::mm(p.xh, w.w_gx.t()).unsqueeze(1))
                 .sigmoid_();
   p.tanh_mt = p.mt.view({u, N, H}).tanh();
-  p.new_mem = p.gates.narrow(2, 0, H) * p.tanh_mt + p.gates.narrow(2, H, H) * b.memory;
+  p.new_mem = p.gates.narrow(2, 0, H) * p.tanh_mt + p.gates.narrow(2, H, H) * memory;
   return p;
 }
 
 }  // namespace
 
-at::Tensor memory_update_forward(const MemoryBlock& block, const LayerWeights& w, int64_t num_heads) {
-  return forward_parts(block, w, num_heads).new_mem;
+at::Tensor memory_update_forward(const at::Tensor& memory, const BlockAttention& a, const BlockLines& lines,
+                                 const LayerWeights& w) {
+  return forward_parts(memory, a, lines, w).new_mem;
 }
 
-MemoryBlockGrads memory_update_backward(const MemoryBlock& block, const at::Tensor& grad_new, const LayerWeights& w,
-                                        int64_t num_heads, LayerWeights& grads) {
-  const UpdateParts p = forward_parts(block, w, num_heads);
-  const int64_t u = block.memory.size(0), N = block.memory.size(1), H = block.memory.size(2);
-  const int64_t k = block.emb.size(1), nh = num_heads;
+at::Tensor memory_update_backward(const at::Tensor& memory, const BlockAttention& a, const BlockLines& lines,
+                                  const at::Tensor& grad_new, const LayerWeights& w, LayerWeights& grads,
+                                  BlockLines& d_lines) {
+  const UpdateParts p = forward_parts(memory, a, lines, w);
+  const int64_t u = memory.size(0), N = memory.size(1), H = memory.size(2);
   const at::Tensor ig = p.gates.narrow(2, 0, H), fg = p.gates.narrow(2, H, H);
 
   // M' = ig * tanh(Mt) + fg * M
   at::Tensor d_mem = grad_new * fg;
   const at::Tensor d_mt = (grad_new * ig).mul_(1 - p.tanh_mt * p.tanh_mt).reshape({u * N, H});
-  const at::Tensor d_pre = at::cat({grad_new * p.tanh_mt, grad_new * block.memory}, 2).mul_(p.gates * (1 - p.gates));
+  const at::Tensor d_pre = at::cat({grad_new * p.tanh_mt, grad_new * memory}, 2).mul_(p.gates * (1 - p.gates));
 
   // gates = sigma(xh @ W_gx^T + tanh(M) @ W_gm^T + b_g)
   const at::Tensor d_pre_rows = d_pre.reshape({u * N, 2 * H});
@@ -95,8 +111,7 @@ MemoryBlockGrads memory_update_backward(const MemoryBlock& block, const at::Tens
   const at::Tensor d_xh_pre = d_pre.sum(1);  // xh is shared by the N slots
   grads.w_gx.addmm_(d_xh_pre.t(), p.xh);
   d_mem.add_(at::mm(d_pre_rows, w.w_gm).view({u, N, H}).mul_(1 - p.tanh_mem * p.tanh_mem));
-  const at::Tensor d_emb =
-      block.valid.unsqueeze(-1).to(grad_new.scalar_type()) * at::mm(d_xh_pre, w.w_gx).div_(block.n_valid).unsqueeze(1);
+  block_mean_backward(a, at::mm(d_xh_pre, w.w_gx), d_lines.emb);
 
   // Mt = LayerNorm_2(Y1 + relu(Y1 @ W_1^T + b_1) @ W_2^T + b_2)
   at::Tensor d_y2_in, d_ln2_w, d_ln2_b;
@@ -121,29 +136,14 @@ MemoryBlockGrads memory_update_backward(const MemoryBlock& block, const at::Tens
   grads.b_o.add_(d_y1_in.sum(0));
   grads.w_o.addmm_(d_y1_in.t(), p.attn);
 
-  // A = softmax(Q K^T / sqrt(dh)) V per head
-  const at::Tensor d_attn = split_heads(at::mm(d_y1_in, w.w_o).view({u, N, H}), nh);
-  const at::Tensor d_probs = at::matmul(d_attn, p.values.transpose(-1, -2));
-  const at::Tensor d_values = merge_heads(at::matmul(p.probs.transpose(-1, -2), d_attn));
-  const double scale = 1.0 / std::sqrt(static_cast<double>(H / nh));
-  const at::Tensor d_scores =
-      at::_softmax_backward_data(d_probs, p.probs, -1, p.probs.scalar_type()).mul_(scale);
-  const at::Tensor d_q = merge_heads(at::matmul(d_scores, p.keys));
-  const at::Tensor d_keys = merge_heads(at::matmul(d_scores.transpose(-1, -2), p.q));
-
-  // q, k, v of the memory rows
-  const at::Tensor d_qkv =
-      at::cat({d_q, d_keys.narrow(1, 0, N), d_values.narrow(1, 0, N)}, 2).reshape({u * N, 3 * H});
+  // attention of the memory queries over the block
+  const at::Tensor d_qkv = block_attention_backward(a, p.qkv, lines.kv_emb, lines.kv_hid, p.probs,
+                                                    at::mm(d_y1_in, w.w_o), d_lines.kv_emb, d_lines.kv_hid)
+                               .view({u * N, 3 * H});
   grads.b_in.add_(d_qkv.sum(0));
   grads.w_in.addmm_(d_qkv.t(), p.mem_rows);
   d_mem.add_(at::mm(d_qkv, w.w_in).view({u, N, H}));
-
-  MemoryBlockGrads g;
-  g.memory = d_mem;
-  g.kv_emb = at::cat({d_keys.narrow(1, N, k), d_values.narrow(1, N, k)}, 2);
-  g.kv_hid = at::cat({d_keys.narrow(1, N + k, k), d_values.narrow(1, N + k, k)}, 2);
-  g.emb = d_emb;
-  return g;
+  return d_mem;
 }
 
 }  // namespace nrnm

@@ -1,40 +1,33 @@
-// The memory update of docs/spec.md for the elements that update after one step,
-// with the attention computed for the N memory queries only.
+// The memory update of docs/spec.md for the elements that update after one step, with the
+// attention computed for the N memory queries only (csrc/cpu/block_attention.h).
 //
-// Shapes: u updating elements, N slots, H hidden, k block size.
+// Shapes: u updating elements, N slots, H hidden, k block size, T steps, B batch.
 #pragma once
 
 #include <ATen/ATen.h>
 
+#include "block_attention.h"
 #include "layer.h"
 
 namespace nrnm {
 
-// The memory block of the updating elements. Block rows are oldest first; only the last
-// n_valid rows of each element exist (the others are masked out of keys and mean).
-struct MemoryBlock {
-  at::Tensor memory;   // (u, N, H) memory before the update
-  at::Tensor kv_emb;   // (u, k, 2H) keys | values of the block's input embeddings
-  at::Tensor kv_hid;   // (u, k, 2H) keys | values of the block's hidden states
-  at::Tensor emb;      // (u, k, H) the block's input embeddings
-  at::Tensor valid;    // (u, k) bool: the rows that exist
-  at::Tensor n_valid;  // (u, 1) rows that exist, min(k, tau), in the memory's dtype
+// The time lines the memory blocks read: row k + t holds step t, rows 0..k-1 the initial windows.
+struct BlockLines {
+  at::Tensor kv_emb;  // (k + T, B, 2H) keys | values of the input embeddings
+  at::Tensor kv_hid;  // (k + T, B, 2H) keys | values of the hidden states
+  at::Tensor emb;     // (k + T, B, H) the input embeddings
 };
 
-// The updated memory (u, N, H).
-at::Tensor memory_update_forward(const MemoryBlock& block, const LayerWeights& w, int64_t num_heads);
+// The updated memory (u, N, H) of the elements a.elems, whose memory is `memory` (u, N, H).
+at::Tensor memory_update_forward(const at::Tensor& memory, const BlockAttention& a, const BlockLines& lines,
+                                 const LayerWeights& w);
 
-struct MemoryBlockGrads {
-  at::Tensor memory;  // (u, N, H)
-  at::Tensor kv_emb;  // (u, k, 2H)
-  at::Tensor kv_hid;  // (u, k, 2H)
-  at::Tensor emb;     // (u, k, H)
-};
-
-// Gradients of the block given grad_new (u, N, H), the gradient of the updated memory.
-// Recomputes the forward pass. Adds the weight gradients to `grads` (w_in, b_in, w_o,
-// b_o, ln1_*, w_1, b_1, w_2, b_2, ln2_*, w_gx, w_gm, b_g).
-MemoryBlockGrads memory_update_backward(const MemoryBlock& block, const at::Tensor& grad_new, const LayerWeights& w,
-                                        int64_t num_heads, LayerWeights& grads);
+// Given grad_new (u, N, H), the gradient of the updated memory, returns the gradient of
+// `memory`; adds the gradients of the block rows to d_lines and those of the weights the
+// update uses to `grads` (w_in, b_in, w_o, b_o, ln1_*, w_1, b_1, w_2, b_2, ln2_*, w_gx,
+// w_gm, b_g). Recomputes the forward pass.
+at::Tensor memory_update_backward(const at::Tensor& memory, const BlockAttention& a, const BlockLines& lines,
+                                  const at::Tensor& grad_new, const LayerWeights& w, LayerWeights& grads,
+                                  BlockLines& d_lines);
 
 }  // namespace nrnm
