@@ -7,7 +7,6 @@ Every backend is a function with the signature of :func:`nrnm_fast.reference.nrn
 from __future__ import annotations
 
 import functools
-import importlib
 import warnings
 from typing import Callable, Optional
 
@@ -37,20 +36,23 @@ def check_backend_name(backend: object) -> str:
     return backend
 
 
-@functools.lru_cache(maxsize=None)
-def _cpu_extension() -> tuple[Optional[LayerFunction], str]:
+def _load_cpu_extension() -> tuple[Optional[LayerFunction], str]:
     """(the C++ layer function, "") or (None, why it cannot be loaded)."""
     try:
-        module = importlib.import_module("nrnm_fast.cpu")
+        from . import cpu
     except ImportError as e:
         return None, f"the C++ extension nrnm_fast._C is not built ({e}); {BUILD_HINT}"
-    return module.nrnm_layer, ""
+    return cpu.nrnm_layer, ""
+
+
+# Resolved once at import, so that dispatch is plain Python that torch.compile traces.
+CPU_LAYER, CPU_MISSING = _load_cpu_extension()
 
 
 def available_backends(device: torch.device | str = "cpu") -> list[str]:
     """Names of the backends that can run layers on ``device`` in this install, fastest last."""
     names = ["reference"]
-    if torch.device(device).type == "cpu" and _cpu_extension()[0] is not None:
+    if torch.device(device).type == "cpu" and CPU_LAYER is not None:
         names.append("cpu")
     return names
 
@@ -72,16 +74,15 @@ def layer_function(backend: str, device: torch.device) -> tuple[str, LayerFuncti
     if backend == "auto":
         backend = available_backends(device)[-1]
         if backend == "reference" and device.type == "cpu":
-            _warn_reference_fallback("cpu", _cpu_extension()[1])
+            _warn_reference_fallback("cpu", CPU_MISSING)
     if backend == "reference":
         return "reference", reference.nrnm_layer
     if backend == "cpu":
-        fn, why = _cpu_extension()
         if device.type != "cpu":
             raise RuntimeError(f"backend='cpu' runs on CPU tensors; got tensors on {device}")
-        if fn is None:
-            raise RuntimeError(f"backend='cpu' is not available: {why}")
-        return "cpu", fn
+        if CPU_LAYER is None:
+            raise RuntimeError(f"backend='cpu' is not available: {CPU_MISSING}")
+        return "cpu", CPU_LAYER
     raise RuntimeError(
         f"backend={backend!r} needs {_NOT_BUILT[backend]}, which this build of nrnm_fast does not include; "
         f"available on {device.type}: {available_backends(device)}"

@@ -55,7 +55,8 @@ def steps_tensor(name: str, value: object, batch: int, device: torch.device) -> 
         raise ValueError(f"{name} must have shape (B,) = ({batch},); got {tuple(value.shape)}")
     if value.device != device:
         raise ValueError(f"{name} must be on the input's device {device}; got {value.device}")
-    if bool((value < 0).any()):
+    # Value checks read the data: a compiled graph leaves them to the ops (the C++ op checks them too).
+    if not torch.compiler.is_compiling() and bool((value < 0).any()):
         raise ValueError(f"{name} must be >= 0 (steps consumed so far); got min {int(value.min())}")
     return value
 
@@ -77,7 +78,8 @@ def lengths_tensor(value: object, T: int, B: int, device: torch.device) -> Optio
         raise TypeError(f"lengths must be a 1-D integer Tensor or a list of ints; got {type(value).__name__}")
     if tuple(value.shape) != (B,):
         raise ValueError(f"lengths must have shape (B,) = ({B},); got {tuple(value.shape)}")
-    lo, hi = int(value.min()), int(value.max())
-    if lo < 1 or hi > T:
-        raise ValueError(f"lengths must lie in 1..T = 1..{T}; got values in {lo}..{hi}")
+    if not torch.compiler.is_compiling():
+        lo, hi = int(value.min()), int(value.max())
+        if lo < 1 or hi > T:
+            raise ValueError(f"lengths must lie in 1..T = 1..{T}; got values in {lo}..{hi}")
     return value.to(device=device, dtype=torch.int64)

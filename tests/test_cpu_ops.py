@@ -1,0 +1,55 @@
+"""The C++ ops as torch.library custom ops: opcheck, and torch.compile(fullgraph=True) against eager."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from helpers import random_model, random_state
+from nrnm_fast import available_backends
+
+pytestmark = pytest.mark.skipif("cpu" not in available_backends(), reason="C++ extension not built")
+
+
+def _layer_args(requires_grad: bool):
+    from nrnm_fast.cpu import pack_weights
+
+    model = random_model(3, 4, block_size=3, stride=2, num_slots=2, num_heads=2, backend="cpu")
+    state = random_state(model, 2, [0, 3]).layer(0)
+    x = torch.randn(5, 2, 3, dtype=torch.float64, requires_grad=requires_grad)
+    weights = [w.detach().requires_grad_(requires_grad) for w in pack_weights(model.layer_weights(0))]
+    floats = [t.detach().requires_grad_(requires_grad and t.is_floating_point()) for t in state]
+    return (x, torch.tensor([5, 3]), *floats, weights, 3, 2, 2)
+
+
+@pytest.mark.parametrize("requires_grad", [False, True])
+def test_opcheck_layer_forward(requires_grad):
+    torch.library.opcheck(torch.ops.nrnm_fast.layer_forward.default, _layer_args(requires_grad))
+
+
+def test_opcheck_layer_backward():
+    args = _layer_args(False)
+    out = torch.ops.nrnm_fast.layer_forward(*args)
+    x, lengths, h0, c0, _m0, _w0, _e0, steps0, weights = args[:9]
+    grads = [torch.randn_like(t) for t in out[:6]]
+    torch.library.opcheck(torch.ops.nrnm_fast.layer_backward.default,
+                          (*grads, x, lengths, h0, c0, steps0, *out[7:], weights, 3, 2, 2))
+
+
+def test_torch_compile_fullgraph_matches_eager():
+    model = random_model(3, 4, num_layers=2, block_size=3, stride=2, num_slots=2, num_heads=2, backend="cpu")
+    x = torch.randn(6, 2, 3, dtype=torch.float64)
+    start = random_state(model, 2, [0, 3])
+    lengths = torch.tensor([6, 4])
+    grad_out = torch.randn(6, 2, 4, dtype=torch.float64)
+
+    def run(module):
+        model.zero_grad()
+        out, state = module(x, start, lengths=lengths)
+        (out * grad_out).sum().add(state.memory.sum()).backward()
+        return [out.detach(), *(t.detach() for t in state)] + [p.grad.clone() for p in model.parameters()]
+
+    eager = run(model)
+    compiled = run(torch.compile(model, fullgraph=True))
+    for a, b in zip(compiled, eager):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
