@@ -1,6 +1,6 @@
 # The two commands of the README, each doing all set-up on a fresh machine:
 #   make bench   the main job: speed table (every backend and nn.LSTM) and numerics table
-#   make test    the full test suite
+#   make test    the full test suite: the CMake build and its ctest (when cmake is present), then pytest
 # A virtual environment in $(VENV) is created on first use and refreshed when the build files change.
 
 PYTHON ?= python3
@@ -19,6 +19,11 @@ $(INSTALLED): setup.py pyproject.toml $(wildcard csrc/*.cpp csrc/*.h csrc/*/*.cp
 	touch $@
 
 test: $(INSTALLED)
+	@if command -v cmake >/dev/null 2>&1; then \
+	  cmake -S . -B build/cmake -DCMAKE_PREFIX_PATH="$$($(PY) -c 'import torch.utils; print(torch.utils.cmake_prefix_path)')" \
+	    -Wno-dev >/dev/null && cmake --build build/cmake -j 2 && \
+	  OMP_NUM_THREADS=1 ctest --test-dir build/cmake --output-on-failure; \
+	else echo "cmake not found: skipping the libtorch build and its ctest"; fi
 	OMP_NUM_THREADS=1 NRNM_REQUIRE_EXTENSION=1 $(PY) -m pytest tests
 
 bench: $(INSTALLED)

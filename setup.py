@@ -21,7 +21,7 @@ except ImportError as e:  # pragma: no cover - a build-environment problem, expl
     ) from e
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-CPU_SOURCES = ["csrc/ops.cpp", *sorted(glob.glob("csrc/cpu/*.cpp", root_dir=HERE))]
+CPU_SOURCES = ["csrc/python_module.cpp", "csrc/ops.cpp", *sorted(glob.glob("csrc/cpu/*.cpp", root_dir=HERE))]
 
 setup(
     name="nrnm_fast",

@@ -1,7 +1,8 @@
 // torch.library registration of the layer ops (schemas and CPU kernels); the fake kernels
-// and the autograd formula are registered in nrnm_fast/cpu.py.
+// and the autograd formula are registered in nrnm_fast/cpu.py. Linked into the Python
+// extension (setup.py) and into the libtorch library (CMakeLists.txt).
 
-#include <torch/extension.h>
+#include <torch/library.h>
 
 #include <tuple>
 
@@ -111,6 +112,3 @@ TORCH_LIBRARY_IMPL(nrnm_fast, CPU, m) {
   m.impl("layer_forward", &nrnm::layer_forward_cpu);
   m.impl("layer_backward", &nrnm::layer_backward_cpu);
 }
-
-// Importing nrnm_fast._C loads the library, which registers the ops above.
-PYBIND11_MODULE(_C, module) { module.doc() = "nrnm_fast C++ ops, registered as torch.ops.nrnm_fast.*"; }

@@ -119,7 +119,7 @@ def test_cpu_backend_without_extension_message(monkeypatch):
         NRNM(3, 4, num_heads=2, backend="cpu")(torch.randn(2, 1, 3))
     backends._warn_reference_fallback.cache_clear()
     try:
-        with pytest.warns(UserWarning, match="backend='auto' runs the slow reference on cpu: the C\+\+ extension"):
+        with pytest.warns(UserWarning, match=r"backend='auto' runs the slow reference on cpu: the C\+\+ extension"):
             out, _ = NRNM(3, 4, num_heads=2)(torch.randn(2, 1, 3))
         assert out.shape == (2, 1, 4)
     finally:
