@@ -1,9 +1,13 @@
-"""Registry of the benchmark shapes: one NRNM layer at T steps, B sequences, D inputs, H hidden."""
+"""Registry of the benchmark shapes (one layer at T steps, B sequences, D inputs, H hidden) and implementations."""
 
 from __future__ import annotations
 
 import os
 from typing import NamedTuple
+
+import torch
+
+from nrnm_fast import NRNM, available_backends
 
 # The memory hyper-parameters every registered shape uses.
 MEMORY = dict(block_size=8, stride=4, num_slots=2, num_heads=4)
@@ -39,3 +43,22 @@ def selected_shapes() -> list[Shape]:
 def bench_threads() -> int:
     """Threads the benchmarks run with: $NRNM_BENCH_THREADS, default every core."""
     return int(os.environ.get("NRNM_BENCH_THREADS", os.cpu_count() or 1))
+
+
+LSTM = "nn.LSTM"
+IMPLS = [LSTM, *(f"nrnm-{b}" for b in available_backends("cpu"))]
+
+
+def build_module(impl: str, shape: Shape) -> torch.nn.Module:
+    """One float32 layer of ``impl`` (an IMPLS name) at ``shape``, seeded."""
+    torch.manual_seed(0)
+    if impl == LSTM:
+        return torch.nn.LSTM(shape.D, shape.H)
+    return NRNM(shape.D, shape.H, backend=impl.removeprefix("nrnm-"), **MEMORY)
+
+
+def inputs(shape: Shape) -> tuple[torch.Tensor, torch.Tensor]:
+    """A seeded input (T, B, D) and upstream gradient (T, B, H)."""
+    gen = torch.Generator().manual_seed(1)
+    return (torch.randn(shape.T, shape.B, shape.D, generator=gen),
+            torch.randn(shape.T, shape.B, shape.H, generator=gen))

@@ -1,4 +1,5 @@
-"""Time one layer, forward (inference) and forward+backward (training), per backend and for nn.LSTM.
+"""Time one layer, forward (inference) and forward+backward (training), per backend and for nn.LSTM,
+and record the peak extra memory of one forward+backward (benchmarks/memory.py).
 
 Run through ``python -m benchmarks`` for the ratio table, or directly with
 ``pytest benchmarks`` for pytest-benchmark's own report.
@@ -11,30 +12,21 @@ import functools
 import pytest
 import torch
 
-from benchmarks.shapes import MEMORY, Shape, bench_threads, selected_shapes
-from nrnm_fast import NRNM, available_backends
+from benchmarks.memory import peak_extra_bytes
+from benchmarks.shapes import IMPLS, bench_threads, build_module, inputs, selected_shapes
 
-LSTM = "nn.LSTM"
-IMPLS = [LSTM, *(f"nrnm-{b}" for b in available_backends("cpu"))]
 ROUNDS = {"nrnm-reference": 3}  # the reference is slow and steady; everything else gets 10
 
 
-@functools.lru_cache(maxsize=2)
-def _module(impl: str, shape: Shape) -> torch.nn.Module:
-    torch.manual_seed(0)
-    if impl == LSTM:
-        return torch.nn.LSTM(shape.D, shape.H)
-    return NRNM(shape.D, shape.H, backend=impl.removeprefix("nrnm-"), **MEMORY)
+_cached_module = functools.lru_cache(maxsize=2)(build_module)
 
 
 @pytest.mark.parametrize("mode", ["fwd", "fwd+bwd"])
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("shape", selected_shapes(), ids=lambda s: s.name)
 def test_layer(benchmark, shape, impl, mode):
-    module = _module(impl, shape)
-    gen = torch.Generator().manual_seed(1)
-    x = torch.randn(shape.T, shape.B, shape.D, generator=gen)
-    grad_out = torch.randn(shape.T, shape.B, shape.H, generator=gen)
+    module = _cached_module(impl, shape)
+    x, grad_out = inputs(shape)
 
     def forward():
         with torch.no_grad():
@@ -46,5 +38,7 @@ def test_layer(benchmark, shape, impl, mode):
 
     benchmark.extra_info.update(shape=shape.name, impl=impl, mode=mode, threads=bench_threads(),
                                 torch=torch.__version__)
+    if mode == "fwd+bwd":
+        benchmark.extra_info["peak_extra_bytes"] = peak_extra_bytes(impl, shape)
     run = forward if mode == "fwd" else forward_backward
     benchmark.pedantic(run, rounds=ROUNDS.get(impl, 10), iterations=1, warmup_rounds=1)

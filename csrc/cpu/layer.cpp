@@ -72,20 +72,20 @@ void step_forward(int64_t t, int64_t B, int64_t H, int64_t G, const int64_t* len
 }
 
 // One step backward. dh holds the gradient reaching h' from later steps (the output's and
-// the windows' are added here). Writes da (B, 4H) and dmc (B, H), and turns dc into the
+// the windows' are added here). Writes da (B, 4H; rows da_stride apart) and dmc (B, H), and turns dc into the
 // gradient of the previous cell. Inactive elements pass dh and dc on.
 template <typename scalar_t>
 void step_backward(int64_t t, int64_t B, int64_t H, const int64_t* len, const scalar_t* gates, const scalar_t* c_prev,
                    const scalar_t* cells, const scalar_t* d_out, const scalar_t* d_h_row, const scalar_t* dh,
-                   scalar_t* dc, scalar_t* da, scalar_t* dmc) {
+                   scalar_t* dc, scalar_t* da, int64_t da_stride, scalar_t* dmc) {
   at::parallel_for(0, B, row_grain(H), [&](int64_t begin, int64_t end) {
     for (int64_t b = begin; b < end; ++b) {
       const int64_t o = b * H;
       if (t < len[b]) {
-        backward_row(H, gates + 4 * o, c_prev + o, cells + o, dh + o, d_out + o, d_h_row + o, dc + o, da + 4 * o,
-                     dmc + o);
+        backward_row(H, gates + 4 * o, c_prev + o, cells + o, dh + o, d_out + o, d_h_row + o, dc + o,
+                     da + b * da_stride, dmc + o);
       } else {
-        std::fill(da + 4 * o, da + 4 * o + 4 * H, scalar_t(0));
+        std::fill(da + b * da_stride, da + b * da_stride + 4 * H, scalar_t(0));
         std::fill(dmc + o, dmc + o + H, scalar_t(0));
       }
     }
@@ -199,7 +199,7 @@ LayerGrads layer_backward(const at::Tensor& grad_output, const LayerState& grad_
   }
 
   const at::Tensor x_rows = x.reshape({T * B, d.D});
-  const at::Tensor rx = at::addmm(w.b_x.narrow(0, 4 * H, NH), x_rows, w.w_x.narrow(0, 4 * H, NH).t()).view({T, B, NH});
+  const at::Tensor w_xr = w.w_x.narrow(0, 4 * H, NH), b_xr = w.b_x.narrow(0, 4 * H, NH);
   const at::Tensor w_kv = w.w_in.narrow(0, H, 2 * H), b_kv = w.b_in.narrow(0, H, 2 * H);
   const at::Tensor kv_e = at::addmm(b_kv, saved.e_line.view({(k + T) * B, H}), w_kv.t()).view({k + T, B, 2 * H});
   const at::Tensor kv_h = at::addmm(b_kv, saved.h_line.view({(k + T) * B, H}), w_kv.t()).view({k + T, B, 2 * H});
@@ -217,9 +217,10 @@ LayerGrads layer_backward(const at::Tensor& grad_output, const LayerState& grad_
   at::Tensor d_mem = grad_or_zeros(grad_final.memory, {B, N, H});
   at::Tensor d_mr = zeros({B, NH});  // gradient of m @ W_mr^T of each element's current memory
   const at::Tensor d_out = grad_output.defined() ? grad_output : zeros({T, B, H});
-  at::Tensor d_gates = at::empty({T, B, 4 * H}, x.options());
+  // Gradient of the hoisted input GEMM's output: gates | memory gate | embedding, written in place.
+  at::Tensor d_xw = at::empty({T, B, d.G}, x.options());
+  const at::Tensor d_gates = d_xw.narrow(2, 0, 4 * H), d_rx = d_xw.narrow(2, 4 * H, NH);
   at::Tensor d_mc = at::empty({T, B, H}, x.options());
-  at::Tensor d_rx = at::empty({T, B, NH}, x.options());
   at::Tensor dh_rec = at::empty({B, H}, x.options());
 
   // Memory of each element after its last update, walked back through saved.memories.
@@ -267,7 +268,7 @@ LayerGrads layer_backward(const at::Tensor& grad_output, const LayerState& grad_
         step_backward<scalar_t>(t, B, H, len, saved.gates.data_ptr<scalar_t>() + 4 * t * BH, c_prev,
                                 saved.cells.data_ptr<scalar_t>() + t * BH, d_out.data_ptr<scalar_t>() + t * BH,
                                 d_h_line.data_ptr<scalar_t>() + (k + t) * BH, dh.data_ptr<scalar_t>(),
-                                dc.data_ptr<scalar_t>(), d_gates.data_ptr<scalar_t>() + 4 * t * BH,
+                                dc.data_ptr<scalar_t>(), d_xw.data_ptr<scalar_t>() + t * B * d.G, d.G,
                                 d_mc.data_ptr<scalar_t>() + t * BH);
       });
       at::mm_out(dh_rec, d_gates[t], w.w_hh);
@@ -283,7 +284,8 @@ LayerGrads layer_backward(const at::Tensor& grad_output, const LayerState& grad_
 
     // The chunk's memory term (r * m) @ W_mc^T with r = sigma(x W_xr^T + b_r + m W_mr^T).
     const at::Tensor m = mem.view({1, B, NH});
-    const at::Tensor r = rx.narrow(0, t0, j).add(mr).sigmoid_();
+    const at::Tensor r =
+        at::addmm(b_xr, x_rows.narrow(0, t0 * B, j * B), w_xr.t()).view({j, B, NH}).add_(mr).sigmoid_();
     const at::Tensor d_mc_rows = d_mc.narrow(0, t0, j).view({j * B, H});
     grads.w.w_mc.addmm_(d_mc_rows.t(), (r * m).view({j * B, NH}));
     const at::Tensor d_rm = at::mm(d_mc_rows, w.w_mc).view({j, B, NH});
@@ -304,12 +306,15 @@ LayerGrads layer_backward(const at::Tensor& grad_output, const LayerState& grad_
       .addmm_(d_kv_e.view({-1, 2 * H}).t(), saved.e_line.view({-1, H}))
       .addmm_(d_kv_h.view({-1, 2 * H}).t(), saved.h_line.view({-1, H}));
   grads.w.b_in.narrow(0, H, 2 * H).add_(d_kv_e.sum({0, 1})).add_(d_kv_h.sum({0, 1}));
-  const at::Tensor d_xw = at::cat({d_gates, d_rx, d_e_line.narrow(0, k, T)}, 2).view({T * B, d.G});
-  grads.x = at::mm(d_xw, w.w_x).view({T, B, d.D});
-  grads.w.w_x = at::mm(d_xw.t(), x_rows);
-  grads.w.b_x = d_xw.sum(0);
-  const at::Tensor h_prev = at::cat({init.h.unsqueeze(0), saved.h_line.narrow(0, k, T - 1)}, 0);
-  grads.w.w_hh = at::mm(d_gates.view({T * B, 4 * H}).t(), h_prev.view({T * B, H}));
+  d_xw.narrow(2, 4 * H + NH, H).copy_(d_e_line.narrow(0, k, T));
+  const at::Tensor d_xw_rows = d_xw.view({T * B, d.G});
+  grads.x = at::mm(d_xw_rows, w.w_x).view({T, B, d.D});
+  grads.w.w_x = at::mm(d_xw_rows.t(), x_rows);
+  grads.w.b_x = d_xw_rows.sum(0);
+  // dW_hh = sum_t da_t^T h_{t-1}: step 0 reads h0, step t > 0 the time line's row of step t - 1.
+  const at::Tensor d_gate_rows = d_xw_rows.narrow(1, 0, 4 * H);
+  grads.w.w_hh = at::mm(d_gate_rows.narrow(0, 0, B).t(), init.h);
+  if (T > 1) grads.w.w_hh.addmm_(d_gate_rows.narrow(0, B, (T - 1) * B).t(), saved.h_line.narrow(0, k, T - 1).view({-1, H}));
 
   grads.initial = {dh, dc, d_mem, d_h_line.narrow(0, 0, k).transpose(0, 1).contiguous(),
                    d_e_line.narrow(0, 0, k).transpose(0, 1).contiguous(), at::Tensor()};
