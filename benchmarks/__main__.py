@@ -20,18 +20,25 @@ import pytest
 def speed_table(report: dict) -> str:
     info = report["machine_info"]
     lines = [f"Speed: {info['cpu_model']}, torch {info['torch']}, {info['torch_threads']} threads; "
-             f"median ms of one layer; fwd = inference (no grad), fwd+bwd = one training step",
-             "| shape | mode | impl | median ms | / nn.LSTM | reference / impl |", "|---|---|---|---|---|---|"]
-    medians = {}
+             f"median ms of one layer; fwd = inference (no grad), fwd+bwd = one training step; "
+             f"peak MB = peak extra resident memory of one fwd+bwd",
+             "| shape | mode | impl | median ms | / nn.LSTM | reference / impl | peak MB | / nn.LSTM |",
+             "|---|---|---|---|---|---|---|---|"]
+    medians, peaks = {}, {}
     for b in report["benchmarks"]:
         e = b["extra_info"]
-        medians[(e["shape"], e["mode"], e["impl"])] = b["stats"]["median"] * 1e3
-    for (shape, mode, impl), ms in medians.items():
+        key = (e["shape"], e["mode"], e["impl"])
+        medians[key] = b["stats"]["median"] * 1e3
+        if "peak_extra_bytes" in e:
+            peaks[key] = e["peak_extra_bytes"] / 2**20
+    for (shape, mode, impl), ms in sorted(medians.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] != "nn.LSTM")):
         lstm = medians.get((shape, mode, "nn.LSTM"))
         ref = medians.get((shape, mode, "nrnm-reference"))
         vs_lstm = f"{ms / lstm:.2f}x" if lstm else "-"
         vs_ref = f"{ref / ms:.1f}x" if ref and impl != "nn.LSTM" else "-"
-        lines.append(f"| {shape} | {mode} | {impl} | {ms:.1f} | {vs_lstm} | {vs_ref} |")
+        peak, lstm_peak = peaks.get((shape, mode, impl)), peaks.get((shape, mode, "nn.LSTM"))
+        peak_cols = f"{peak:.0f} | {peak / lstm_peak:.2f}x" if peak is not None and lstm_peak else "- | -"
+        lines.append(f"| {shape} | {mode} | {impl} | {ms:.1f} | {vs_lstm} | {vs_ref} | {peak_cols} |")
     return "\n".join(lines)
 
 
