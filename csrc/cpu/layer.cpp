@@ -201,9 +201,9 @@ LayerGrads layer_backward(const at::Tensor& grad_output, const LayerState& grad_
   const at::Tensor x_rows = x.reshape({T * B, d.D});
   const at::Tensor w_xr = w.w_x.narrow(0, 4 * H, NH), b_xr = w.b_x.narrow(0, 4 * H, NH);
   const at::Tensor w_kv = w.w_in.narrow(0, H, 2 * H), b_kv = w.b_in.narrow(0, H, 2 * H);
-  const at::Tensor kv_e = at::addmm(b_kv, saved.e_line.view({(k + T) * B, H}), w_kv.t()).view({k + T, B, 2 * H});
-  const at::Tensor kv_h = at::addmm(b_kv, saved.h_line.view({(k + T) * B, H}), w_kv.t()).view({k + T, B, 2 * H});
-  const BlockLines lines{kv_e, kv_h, saved.e_line};
+  BlockLines lines{at::addmm(b_kv, saved.e_line.view({(k + T) * B, H}), w_kv.t()).view({k + T, B, 2 * H}),
+                   at::addmm(b_kv, saved.h_line.view({(k + T) * B, H}), w_kv.t()).view({k + T, B, 2 * H}),
+                   saved.e_line};
 
   // Gradients of the time lines: each final window row is one of their rows.
   at::Tensor d_h_line = zeros({k + T, B, H}), d_e_line = zeros({k + T, B, H});
@@ -220,7 +220,6 @@ LayerGrads layer_backward(const at::Tensor& grad_output, const LayerState& grad_
   // Gradient of the hoisted input GEMM's output: gates | memory gate | embedding, written in place.
   at::Tensor d_xw = at::empty({T, B, d.G}, x.options());
   const at::Tensor d_gates = d_xw.narrow(2, 0, 4 * H), d_rx = d_xw.narrow(2, 4 * H, NH);
-  at::Tensor d_mc = at::empty({T, B, H}, x.options());
   at::Tensor dh_rec = at::empty({B, H}, x.options());
 
   // Memory of each element after its last update, walked back through saved.memories.
@@ -260,6 +259,7 @@ LayerGrads layer_backward(const at::Tensor& grad_output, const LayerState& grad_
     // Every later block that holds this chunk's hidden states is done: finish their gradient.
     d_h_line.narrow(0, k + t0, j).view({j * B, H}).addmm_(d_kv_h.narrow(0, k + t0, j).view({j * B, 2 * H}), w_kv);
 
+    at::Tensor d_mc = at::empty({j, B, H}, x.options());  // gradient of the chunk's memory term
     for (int64_t t = t1; t >= t0; --t) {
       AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "nrnm_step_backward", [&] {
         const int64_t BH = B * H;
@@ -269,7 +269,7 @@ LayerGrads layer_backward(const at::Tensor& grad_output, const LayerState& grad_
                                 saved.cells.data_ptr<scalar_t>() + t * BH, d_out.data_ptr<scalar_t>() + t * BH,
                                 d_h_line.data_ptr<scalar_t>() + (k + t) * BH, dh.data_ptr<scalar_t>(),
                                 dc.data_ptr<scalar_t>(), d_xw.data_ptr<scalar_t>() + t * B * d.G, d.G,
-                                d_mc.data_ptr<scalar_t>() + t * BH);
+                                d_mc.data_ptr<scalar_t>() + (t - t0) * BH);
       });
       at::mm_out(dh_rec, d_gates[t], w.w_hh);
       bool all_active = true;
@@ -286,7 +286,7 @@ LayerGrads layer_backward(const at::Tensor& grad_output, const LayerState& grad_
     const at::Tensor m = mem.view({1, B, NH});
     const at::Tensor r =
         at::addmm(b_xr, x_rows.narrow(0, t0 * B, j * B), w_xr.t()).view({j, B, NH}).add_(mr).sigmoid_();
-    const at::Tensor d_mc_rows = d_mc.narrow(0, t0, j).view({j * B, H});
+    const at::Tensor d_mc_rows = d_mc.view({j * B, H});
     grads.w.w_mc.addmm_(d_mc_rows.t(), (r * m).view({j * B, NH}));
     const at::Tensor d_rm = at::mm(d_mc_rows, w.w_mc).view({j, B, NH});
     at::Tensor d_rx_chunk = d_rx.narrow(0, t0, j);
@@ -294,6 +294,8 @@ LayerGrads layer_backward(const at::Tensor& grad_output, const LayerState& grad_
     d_mem.add_((d_rm * r).sum(0).view({B, N, H}));
     d_mr.add_(d_rx_chunk.sum(0));
   }
+
+  lines = BlockLines();  // the recomputed keys and values are not needed any more
 
   // The initial memory, and the window rows of the initial state.
   d_mem.add_(at::mm(d_mr, w.w_mr).view({B, N, H}));
@@ -306,6 +308,8 @@ LayerGrads layer_backward(const at::Tensor& grad_output, const LayerState& grad_
       .addmm_(d_kv_e.view({-1, 2 * H}).t(), saved.e_line.view({-1, H}))
       .addmm_(d_kv_h.view({-1, 2 * H}).t(), saved.h_line.view({-1, H}));
   grads.w.b_in.narrow(0, H, 2 * H).add_(d_kv_e.sum({0, 1})).add_(d_kv_h.sum({0, 1}));
+  d_lines = BlockLines();
+  d_kv_e = d_kv_h = at::Tensor();  // released before the input-side GEMMs allocate theirs
   d_xw.narrow(2, 4 * H + NH, H).copy_(d_e_line.narrow(0, k, T));
   const at::Tensor d_xw_rows = d_xw.view({T * B, d.G});
   grads.x = at::mm(d_xw_rows, w.w_x).view({T, B, d.D});
@@ -314,7 +318,8 @@ LayerGrads layer_backward(const at::Tensor& grad_output, const LayerState& grad_
   // dW_hh = sum_t da_t^T h_{t-1}: step 0 reads h0, step t > 0 the time line's row of step t - 1.
   const at::Tensor d_gate_rows = d_xw_rows.narrow(1, 0, 4 * H);
   grads.w.w_hh = at::mm(d_gate_rows.narrow(0, 0, B).t(), init.h);
-  if (T > 1) grads.w.w_hh.addmm_(d_gate_rows.narrow(0, B, (T - 1) * B).t(), saved.h_line.narrow(0, k, T - 1).view({-1, H}));
+  if (T > 1)
+    grads.w.w_hh.addmm_(d_gate_rows.narrow(0, B, (T - 1) * B).t(), saved.h_line.narrow(0, k, T - 1).view({-1, H}));
 
   grads.initial = {dh, dc, d_mem, d_h_line.narrow(0, 0, k).transpose(0, 1).contiguous(),
                    d_e_line.narrow(0, 0, k).transpose(0, 1).contiguous(), at::Tensor()};
