@@ -14,9 +14,10 @@ template <typename T>
 struct BlockRows {
   std::vector<T*> keys, values;  // nullptr where masked
 
-  // base_mem: qkv-shaped (u, N, 3H); base_emb / base_hid: (k + T, B, 2H) lines.
+  // base_mem: qkv-shaped (u, N, 3H); base_emb / base_hid: (k + T, B, 2H) time lines, or
+  // (u, k, 2H) per-block rows when `per_block`.
   BlockRows(const BlockAttention& a, int64_t i, int64_t h, int64_t N, int64_t H, int64_t B, T* base_mem,
-            T* base_emb, T* base_hid)
+            T* base_emb, T* base_hid, bool per_block = false)
       : keys(N + 2 * a.k, nullptr), values(N + 2 * a.k, nullptr) {
     const int64_t dh = H / a.num_heads, k = a.k, b = a.elems[i];
     for (int64_t j = 0; j < N; ++j) {
@@ -24,7 +25,7 @@ struct BlockRows {
       values[j] = keys[j] + H;
     }
     for (int64_t r = k - a.n_valid[i]; r < k; ++r) {
-      const int64_t row = ((a.t + 1 + r) * B + b) * 2 * H + h * dh;
+      const int64_t row = (per_block ? i * k + r : (a.t + 1 + r) * B + b) * 2 * H + h * dh;
       keys[N + r] = base_emb + row;
       values[N + r] = base_emb + row + H;
       keys[N + k + r] = base_hid + row;
@@ -91,7 +92,7 @@ void backward_impl(const BlockAttention& a, int64_t N, int64_t H, int64_t B, con
       const int64_t i = ih / nh, h = ih % nh;
       const BlockRows<T> rows(a, i, h, N, H, B, const_cast<T*>(qkv), const_cast<T*>(kv_emb),
                               const_cast<T*>(kv_hid));
-      const BlockRows<T> grads(a, i, h, N, H, B, d_qkv, d_kv_emb, d_kv_hid);
+      const BlockRows<T> grads(a, i, h, N, H, B, d_qkv, d_kv_emb, d_kv_hid, /*per_block=*/true);
       for (int64_t n = 0; n < N; ++n) {
         const T* q = qkv + (i * N + n) * 3 * H + h * dh;
         const T* g = d_out + (i * N + n) * H + h * dh;
@@ -133,8 +134,10 @@ at::Tensor block_attention_forward(const BlockAttention& a, const at::Tensor& qk
 at::Tensor block_attention_backward(const BlockAttention& a, const at::Tensor& qkv, const at::Tensor& kv_emb,
                                     const at::Tensor& kv_hid, const at::Tensor& probs, const at::Tensor& d_out,
                                     at::Tensor& d_kv_emb, at::Tensor& d_kv_hid) {
-  const int64_t N = qkv.size(1), H = qkv.size(2) / 3, B = kv_emb.size(1);
+  const int64_t u = qkv.size(0), N = qkv.size(1), H = qkv.size(2) / 3, B = kv_emb.size(1);
   at::Tensor d_qkv = at::zeros_like(qkv);
+  d_kv_emb = at::zeros({u, a.k, 2 * H}, qkv.options());
+  d_kv_hid = at::zeros({u, a.k, 2 * H}, qkv.options());
   const at::Tensor g = d_out.contiguous();
   AT_DISPATCH_FLOATING_TYPES(qkv.scalar_type(), "nrnm_block_attention_backward", [&] {
     backward_impl<scalar_t>(a, N, H, B, qkv.data_ptr<scalar_t>(), kv_emb.data_ptr<scalar_t>(),

@@ -25,8 +25,8 @@ struct BlockAttention {
 at::Tensor block_attention_forward(const BlockAttention& a, const at::Tensor& qkv, const at::Tensor& kv_emb,
                                    const at::Tensor& kv_hid, at::Tensor& probs);
 
-// Given d_out (u, N, H): returns d_qkv (u, N, 3H) and adds the gradients of the block's
-// time-line keys / values to d_kv_emb, d_kv_hid (k + T, B, 2H).
+// Given d_out (u, N, H): returns d_qkv (u, N, 3H) and writes the gradients of the block's
+// keys / values to d_kv_emb, d_kv_hid (u, k, 2H), block rows oldest first (0 where masked).
 at::Tensor block_attention_backward(const BlockAttention& a, const at::Tensor& qkv, const at::Tensor& kv_emb,
                                     const at::Tensor& kv_hid, const at::Tensor& probs, const at::Tensor& d_out,
                                     at::Tensor& d_kv_emb, at::Tensor& d_kv_hid);

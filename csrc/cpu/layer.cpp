@@ -131,7 +131,7 @@ LayerForward layer_forward(const at::Tensor& x, const at::Tensor& lengths, const
   at::Tensor kv_h_rows = kv_h.narrow(0, 0, k).view({k * B, 2 * H});
   at::addmm_out(kv_h_rows, b_kv, saved.h_line.narrow(0, 0, k).view({k * B, H}), w_kv.t());
 
-  const BlockLines lines{kv_e, kv_h, saved.e_line};
+  const BlockLines lines{kv_e, kv_h, saved.e_line, saved.h_line};
   at::Tensor mem = init.memory.clone();
   at::Tensor mr = at::mm(mem.view({B, NH}), w.w_mr.t());  // m @ W_mr^T, changes only at updates
   std::vector<int64_t> segment(B, 0);
@@ -203,12 +203,11 @@ LayerGrads layer_backward(const at::Tensor& grad_output, const LayerState& grad_
   const at::Tensor w_kv = w.w_in.narrow(0, H, 2 * H), b_kv = w.b_in.narrow(0, H, 2 * H);
   BlockLines lines{at::addmm(b_kv, saved.e_line.view({(k + T) * B, H}), w_kv.t()).view({k + T, B, 2 * H}),
                    at::addmm(b_kv, saved.h_line.view({(k + T) * B, H}), w_kv.t()).view({k + T, B, 2 * H}),
-                   saved.e_line};
+                   saved.e_line, saved.h_line};
 
   // Gradients of the time lines: each final window row is one of their rows.
   at::Tensor d_h_line = zeros({k + T, B, H}), d_e_line = zeros({k + T, B, H});
-  at::Tensor d_kv_h = zeros({k + T, B, 2 * H}), d_kv_e = zeros({k + T, B, 2 * H});
-  BlockLines d_lines{d_kv_e, d_kv_h, d_e_line};  // the same tensors, written by the memory updates
+  BlockLineGrads d_lines{d_e_line, d_h_line};  // the same tensors, written by the memory updates
   const at::Tensor rows = final_window_rows(lengths, k).unsqueeze(-1).expand({k, B, H});
   if (grad_final.window.defined()) d_h_line.scatter_add_(0, rows, grad_final.window.transpose(0, 1));
   if (grad_final.ewindow.defined()) d_e_line.scatter_add_(0, rows, grad_final.ewindow.transpose(0, 1));
@@ -256,9 +255,6 @@ LayerGrads layer_backward(const at::Tensor& grad_output, const LayerState& grad_
       mr.index_copy_(0, idx, at::mm(before.view({u, NH}), w.w_mr.t()));
     }
 
-    // Every later block that holds this chunk's hidden states is done: finish their gradient.
-    d_h_line.narrow(0, k + t0, j).view({j * B, H}).addmm_(d_kv_h.narrow(0, k + t0, j).view({j * B, 2 * H}), w_kv);
-
     at::Tensor d_mc = at::empty({j, B, H}, x.options());  // gradient of the chunk's memory term
     for (int64_t t = t1; t >= t0; --t) {
       AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "nrnm_step_backward", [&] {
@@ -300,16 +296,8 @@ LayerGrads layer_backward(const at::Tensor& grad_output, const LayerState& grad_
   // The initial memory, and the window rows of the initial state.
   d_mem.add_(at::mm(d_mr, w.w_mr).view({B, N, H}));
   grads.w.w_mr.addmm_(d_mr.t(), saved.memories[0].view({B, NH}));
-  d_h_line.narrow(0, 0, k).view({k * B, H}).addmm_(d_kv_h.narrow(0, 0, k).view({k * B, 2 * H}), w_kv);
-  d_e_line.view({(k + T) * B, H}).addmm_(d_kv_e.view({(k + T) * B, 2 * H}), w_kv);
 
   // Weight gradients over all steps at once.
-  grads.w.w_in.narrow(0, H, 2 * H)
-      .addmm_(d_kv_e.view({-1, 2 * H}).t(), saved.e_line.view({-1, H}))
-      .addmm_(d_kv_h.view({-1, 2 * H}).t(), saved.h_line.view({-1, H}));
-  grads.w.b_in.narrow(0, H, 2 * H).add_(d_kv_e.sum({0, 1})).add_(d_kv_h.sum({0, 1}));
-  d_lines = BlockLines();
-  d_kv_e = d_kv_h = at::Tensor();  // released before the input-side GEMMs allocate theirs
   d_xw.narrow(2, 4 * H + NH, H).copy_(d_e_line.narrow(0, k, T));
   const at::Tensor d_xw_rows = d_xw.view({T * B, d.G});
   grads.x = at::mm(d_xw_rows, w.w_x).view({T, B, d.D});

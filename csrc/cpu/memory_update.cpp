@@ -2,6 +2,7 @@
 
 #include <ATen/Dispatch.h>
 
+#include <algorithm>
 #include <tuple>
 
 namespace nrnm {
@@ -60,6 +61,36 @@ void block_mean_backward(const BlockAttention& a, const at::Tensor& d_xh, at::Te
   });
 }
 
+// The block rows (u, k, H) of a time line (k + T, B, H): rows t + 1 .. t + k of each element.
+at::Tensor gather_block_rows(const BlockAttention& a, const at::Tensor& line) {
+  const int64_t u = static_cast<int64_t>(a.elems.size()), B = line.size(1), H = line.size(2), k = a.k;
+  at::Tensor rows = at::empty({u, k, H}, line.options());
+  AT_DISPATCH_FLOATING_TYPES(line.scalar_type(), "nrnm_gather_block_rows", [&] {
+    const scalar_t* src = line.data_ptr<scalar_t>();
+    scalar_t* dst = rows.data_ptr<scalar_t>();
+    for (int64_t i = 0; i < u; ++i)
+      for (int64_t r = 0; r < k; ++r)
+        std::copy_n(src + ((a.t + 1 + r) * B + a.elems[i]) * H, H, dst + (i * k + r) * H);
+  });
+  return rows;
+}
+
+// Adds block rows (u, k, H) to their rows of a time line's gradient (k + T, B, H).
+void scatter_add_block_rows(const BlockAttention& a, const at::Tensor& rows, at::Tensor& line) {
+  const int64_t u = static_cast<int64_t>(a.elems.size()), B = line.size(1), H = line.size(2), k = a.k;
+  const at::Tensor src_rows = rows.contiguous();
+  AT_DISPATCH_FLOATING_TYPES(line.scalar_type(), "nrnm_scatter_add_block_rows", [&] {
+    const scalar_t* src = src_rows.data_ptr<scalar_t>();
+    scalar_t* dst = line.data_ptr<scalar_t>();
+    for (int64_t i = 0; i < u; ++i)
+      for (int64_t r = k - a.n_valid[i]; r < k; ++r) {
+        scalar_t* row = dst + ((a.t + 1 + r) * B + a.elems[i]) * H;
+        const scalar_t* g = src + (i * k + r) * H;
+        for (int64_t d = 0; d < H; ++d) row[d] += g[d];
+      }
+  });
+}
+
 UpdateParts forward_parts(const at::Tensor& memory, const BlockAttention& a, const BlockLines& lines,
                           const LayerWeights& w) {
   const int64_t u = memory.size(0), N = memory.size(1), H = memory.size(2);
@@ -94,7 +125,7 @@ at::Tensor memory_update_forward(const at::Tensor& memory, const BlockAttention&
 
 at::Tensor memory_update_backward(const at::Tensor& memory, const BlockAttention& a, const BlockLines& lines,
                                   const at::Tensor& grad_new, const LayerWeights& w, LayerWeights& grads,
-                                  BlockLines& d_lines) {
+                                  BlockLineGrads& d_lines) {
   const UpdateParts p = forward_parts(memory, a, lines, w);
   const int64_t u = memory.size(0), N = memory.size(1), H = memory.size(2);
   const at::Tensor ig = p.gates.narrow(2, 0, H), fg = p.gates.narrow(2, H, H);
@@ -137,9 +168,21 @@ at::Tensor memory_update_backward(const at::Tensor& memory, const BlockAttention
   grads.w_o.addmm_(d_y1_in.t(), p.attn);
 
   // attention of the memory queries over the block
+  at::Tensor d_kv_emb, d_kv_hid;  // (u, k, 2H)
   const at::Tensor d_qkv = block_attention_backward(a, p.qkv, lines.kv_emb, lines.kv_hid, p.probs,
-                                                    at::mm(d_y1_in, w.w_o), d_lines.kv_emb, d_lines.kv_hid)
+                                                    at::mm(d_y1_in, w.w_o), d_kv_emb, d_kv_hid)
                                .view({u * N, 3 * H});
+  // keys | values of the block rows are row @ W_kv^T + b_kv; rows in several blocks get several terms
+  const at::Tensor w_kv = w.w_in.narrow(0, H, 2 * H);
+  at::Tensor g_w_kv = grads.w_in.narrow(0, H, 2 * H), g_b_kv = grads.b_in.narrow(0, H, 2 * H);
+  const int64_t k = a.k;
+  for (auto [line, d_kv, d_line] : {std::tie(lines.emb, d_kv_emb, d_lines.emb),
+                                    std::tie(lines.hid, d_kv_hid, d_lines.hid)}) {
+    const at::Tensor d_kv_rows = d_kv.view({u * k, 2 * H});
+    g_w_kv.addmm_(d_kv_rows.t(), gather_block_rows(a, line).view({u * k, H}));
+    g_b_kv.add_(d_kv_rows.sum(0));
+    scatter_add_block_rows(a, at::mm(d_kv_rows, w_kv), d_line);
+  }
   grads.b_in.add_(d_qkv.sum(0));
   grads.w_in.addmm_(d_qkv.t(), p.mem_rows);
   d_mem.add_(at::mm(d_qkv, w.w_in).view({u, N, H}));

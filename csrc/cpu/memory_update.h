@@ -16,6 +16,12 @@ struct BlockLines {
   at::Tensor kv_emb;  // (k + T, B, 2H) keys | values of the input embeddings
   at::Tensor kv_hid;  // (k + T, B, 2H) keys | values of the hidden states
   at::Tensor emb;     // (k + T, B, H) the input embeddings
+  at::Tensor hid;     // (k + T, B, H) the hidden states
+};
+
+// Gradients of the time lines' rows (k + T, B, H), accumulated by the memory updates.
+struct BlockLineGrads {
+  at::Tensor emb, hid;
 };
 
 // The updated memory (u, N, H) of the elements a.elems, whose memory is `memory` (u, N, H).
@@ -23,11 +29,11 @@ at::Tensor memory_update_forward(const at::Tensor& memory, const BlockAttention&
                                  const LayerWeights& w);
 
 // Given grad_new (u, N, H), the gradient of the updated memory, returns the gradient of
-// `memory`; adds the gradients of the block rows to d_lines and those of the weights the
-// update uses to `grads` (w_in, b_in, w_o, b_o, ln1_*, w_1, b_1, w_2, b_2, ln2_*, w_gx,
-// w_gm, b_g). Recomputes the forward pass.
+// `memory`; adds the gradients of the block rows to d_lines (through their keys and
+// values too) and those of the weights the update uses to `grads` (w_in, b_in, w_o, b_o,
+// ln1_*, w_1, b_1, w_2, b_2, ln2_*, w_gx, w_gm, b_g). Recomputes the forward pass.
 at::Tensor memory_update_backward(const at::Tensor& memory, const BlockAttention& a, const BlockLines& lines,
                                   const at::Tensor& grad_new, const LayerWeights& w, LayerWeights& grads,
-                                  BlockLines& d_lines);
+                                  BlockLineGrads& d_lines);
 
 }  // namespace nrnm
