@@ -35,10 +35,18 @@ struct BlockRows {
 };
 
 template <typename T>
-T dot(const T* a, const T* b, int64_t n) {
+T dot(const T* __restrict a, const T* __restrict b, int64_t n) {
   T s = 0;
+#pragma omp simd reduction(+ : s)
   for (int64_t d = 0; d < n; ++d) s += a[d] * b[d];
   return s;
+}
+
+// y += alpha * x over n elements
+template <typename T>
+void axpy(T alpha, const T* __restrict x, T* __restrict y, int64_t n) {
+#pragma omp simd
+  for (int64_t d = 0; d < n; ++d) y[d] += alpha * x[d];
 }
 
 // One (element, head) pair per task; pairs are cheap, so only many of them are split over threads.
@@ -73,8 +81,7 @@ void forward_impl(const BlockAttention& a, int64_t N, int64_t H, int64_t B, cons
         std::fill(o, o + dh, T(0));
         for (int64_t j = 0; j < J; ++j) {
           p[j] = s[j] / sum;
-          if (!rows.keys[j]) continue;
-          for (int64_t d = 0; d < dh; ++d) o[d] += p[j] * rows.values[j][d];
+          if (rows.keys[j]) axpy(p[j], rows.values[j], o, dh);
         }
       }
     }
@@ -106,11 +113,9 @@ void backward_impl(const BlockAttention& a, int64_t N, int64_t H, int64_t B, con
         for (int64_t j = 0; j < J; ++j) {
           if (!rows.keys[j]) continue;
           const T d_score = p[j] * (ds[j] - p_dot_dp) * scale;
-          for (int64_t d = 0; d < dh; ++d) {
-            dq[d] += d_score * rows.keys[j][d];
-            grads.keys[j][d] += d_score * q[d];
-            grads.values[j][d] += p[j] * g[d];
-          }
+          axpy(d_score, rows.keys[j], dq, dh);
+          axpy(d_score, q, grads.keys[j], dh);
+          axpy(p[j], g, grads.values[j], dh);
         }
       }
     }
