@@ -31,7 +31,7 @@ LayerWeights LayerWeights::from_list(const std::vector<at::Tensor>& ws) {
 
 namespace {
 
-// Element-wise work below this many units stays on one thread: a parallel region costs more.
+// Element-wise work on fewer units than this per thread costs more in threading than it saves.
 constexpr int64_t kGrain = 8192;
 
 at::Tensor index_tensor(const std::vector<int64_t>& v) {
@@ -50,7 +50,6 @@ at::Tensor final_window_rows(const at::Tensor& lengths, int64_t k) {
   return lengths.view({1, -1}) + at::arange(k, lengths.options()).view({-1, 1});
 }
 
-// Element-wise work on fewer units than this per thread costs more in threading than it saves.
 int64_t row_grain(int64_t H) { return std::max<int64_t>(1, kGrain / H); }
 
 template <typename scalar_t>
@@ -293,7 +292,7 @@ LayerGrads layer_backward(const at::Tensor& grad_output, const LayerState& grad_
 
   lines = BlockLines();  // the recomputed keys and values are not needed any more
 
-  // The initial memory, and the window rows of the initial state.
+  // The initial memory also feeds the first steps' m @ W_mr^T.
   d_mem.add_(at::mm(d_mr, w.w_mr).view({B, N, H}));
   grads.w.w_mr.addmm_(d_mr.t(), saved.memories[0].view({B, NH}));
 
