@@ -49,10 +49,14 @@ def _load_cpu_extension() -> tuple[Optional[LayerFunction], str]:
 CPU_LAYER, CPU_MISSING = _load_cpu_extension()
 
 
-def available_backends(device: torch.device | str = "cpu") -> list[str]:
-    """Names of the backends that can run layers on ``device`` in this install, fastest last."""
+# The dtypes the C++ CPU path computes in; others run on the reference.
+CPU_DTYPES = (torch.float32, torch.float64)
+
+
+def available_backends(device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> list[str]:
+    """Names of the backends that can run layers on ``device`` in ``dtype`` in this install, fastest last."""
     names = ["reference"]
-    if torch.device(device).type == "cpu" and CPU_LAYER is not None:
+    if torch.device(device).type == "cpu" and dtype in CPU_DTYPES and CPU_LAYER is not None:
         names.append("cpu")
     return names
 
@@ -62,8 +66,8 @@ def _warn_reference_fallback(device_type: str, why: str) -> None:
     warnings.warn(f"nrnm_fast: backend='auto' runs the slow reference on {device_type}: {why}", stacklevel=4)
 
 
-def layer_function(backend: str, device: torch.device) -> tuple[str, LayerFunction]:
-    """Resolve ``backend`` for tensors on ``device``: (name of the implementation, its layer function).
+def layer_function(backend: str, device: torch.device, dtype: torch.dtype) -> tuple[str, LayerFunction]:
+    """Resolve ``backend`` for ``dtype`` tensors on ``device``: (name of the implementation, its layer function).
 
     ``"auto"`` picks the fastest available implementation for the device (and warns
     once when the device's fast path is missing); naming one that is not available
@@ -72,8 +76,8 @@ def layer_function(backend: str, device: torch.device) -> tuple[str, LayerFuncti
     check_backend_name(backend)
     device = torch.device(device)
     if backend == "auto":
-        backend = available_backends(device)[-1]
-        if backend == "reference" and device.type == "cpu":
+        backend = available_backends(device, dtype)[-1]
+        if backend == "reference" and device.type == "cpu" and dtype in CPU_DTYPES:
             _warn_reference_fallback("cpu", CPU_MISSING)
     if backend == "reference":
         return "reference", reference.nrnm_layer
@@ -82,6 +86,9 @@ def layer_function(backend: str, device: torch.device) -> tuple[str, LayerFuncti
             raise RuntimeError(f"backend='cpu' runs on CPU tensors; got tensors on {device}")
         if CPU_LAYER is None:
             raise RuntimeError(f"backend='cpu' is not available: {CPU_MISSING}")
+        if dtype not in CPU_DTYPES:
+            raise TypeError(f"backend='cpu' computes in float32 or float64; got {dtype} (use backend='reference' "
+                            f"or convert the model and input)")
         return "cpu", CPU_LAYER
     raise RuntimeError(
         f"backend={backend!r} needs {_NOT_BUILT[backend]}, which this build of nrnm_fast does not include; "

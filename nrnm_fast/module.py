@@ -180,7 +180,7 @@ class NRNM(nn.Module):
         full_state = isinstance(state, NRNMState)
         state = self._state_from_arg(state, x)
 
-        _, layer = layer_function(self.backend, x.device)
+        _, layer = layer_function(self.backend, x.device, x.dtype)
         finals = []
         out = x
         for l in range(self.num_layers):

@@ -124,3 +124,13 @@ def test_cpu_backend_without_extension_message(monkeypatch):
         assert out.shape == (2, 1, 4)
     finally:
         backends._warn_reference_fallback.cache_clear()
+
+
+@requires_cpu_ext
+def test_bfloat16_runs_on_the_reference_with_auto_and_is_refused_by_cpu():
+    x = torch.randn(4, 2, 3, dtype=torch.bfloat16)
+    out, _ = NRNM(3, 4, num_heads=2, dtype=torch.bfloat16)(x)
+    assert out.dtype == torch.bfloat16 and out.shape == (4, 2, 4)
+    assert available_backends("cpu", torch.bfloat16) == ["reference"]
+    with pytest.raises(TypeError, match="backend='cpu' computes in float32 or float64; got torch.bfloat16"):
+        NRNM(3, 4, num_heads=2, dtype=torch.bfloat16, backend="cpu")(x)
