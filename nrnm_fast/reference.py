@@ -90,7 +90,7 @@ def nrnm_layer(
         each element's last valid step.
     """
     T, B, _ = x.shape
-    k, s = config.block_size, config.stride
+    s = config.stride
     h, c, M, window, ewindow, steps = state
     N, H = M.shape[1], M.shape[2]
     if lengths is None:

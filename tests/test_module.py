@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import nrnm_fast
-from helpers import assert_close, random_model, random_state
+from helpers import assert_close, random_model
 from nrnm_fast import NRNM, NRNMState
 
 
