@@ -44,23 +44,6 @@ at::Tensor block_mean(const BlockAttention& a, const at::Tensor& emb) {
   return xh;
 }
 
-// Adds d_xh / n_valid (u, H) to every valid embedding row of each block in d_emb (k + T, B, H).
-void block_mean_backward(const BlockAttention& a, const at::Tensor& d_xh, at::Tensor& d_emb) {
-  const int64_t u = static_cast<int64_t>(a.elems.size()), B = d_emb.size(1), H = d_emb.size(2), k = a.k;
-  const at::Tensor g = d_xh.contiguous();
-  AT_DISPATCH_FLOATING_TYPES(d_emb.scalar_type(), "nrnm_block_mean_backward", [&] {
-    const scalar_t* gi = g.data_ptr<scalar_t>();
-    scalar_t* de = d_emb.data_ptr<scalar_t>();
-    for (int64_t i = 0; i < u; ++i) {
-      const scalar_t inv = scalar_t(1) / static_cast<scalar_t>(a.n_valid[i]);
-      for (int64_t r = k - a.n_valid[i]; r < k; ++r) {
-        scalar_t* row = de + ((a.t + 1 + r) * B + a.elems[i]) * H;
-        for (int64_t d = 0; d < H; ++d) row[d] += gi[i * H + d] * inv;
-      }
-    }
-  });
-}
-
 // The block rows (u, k, H) of a time line (k + T, B, H): rows t + 1 .. t + k of each element.
 at::Tensor gather_block_rows(const BlockAttention& a, const at::Tensor& line) {
   const int64_t u = static_cast<int64_t>(a.elems.size()), B = line.size(1), H = line.size(2), k = a.k;
@@ -142,7 +125,10 @@ at::Tensor memory_update_backward(const at::Tensor& memory, const BlockAttention
   const at::Tensor d_xh_pre = d_pre.sum(1);  // xh is shared by the N slots
   grads.w_gx.addmm_(d_xh_pre.t(), p.xh);
   d_mem.add_(at::mm(d_pre_rows, w.w_gm).view({u, N, H}).mul_(1 - p.tanh_mem * p.tanh_mem));
-  block_mean_backward(a, at::mm(d_xh_pre, w.w_gx), d_lines.emb);
+  // xh is the mean of the valid rows: each gets d_xh / n_valid
+  const at::Tensor n_valid = at::tensor(a.n_valid, grad_new.options().dtype(at::kLong)).to(grad_new.scalar_type());
+  scatter_add_block_rows(a, at::mm(d_xh_pre, w.w_gx).div_(n_valid.unsqueeze(1)).unsqueeze(1).expand({u, a.k, H}),
+                         d_lines.emb);
 
   // Mt = LayerNorm_2(Y1 + relu(Y1 @ W_1^T + b_1) @ W_2^T + b_2)
   at::Tensor d_y2_in, d_ln2_w, d_ln2_b;
