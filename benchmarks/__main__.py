@@ -17,15 +17,22 @@ import tempfile
 import pytest
 
 
-def speed_table(report: dict) -> str:
+def speed_table(report: dict, device: str = "cpu") -> str:
+    """The table of one device's rows of a pytest-benchmark report ("" if it has none)."""
     info = report["machine_info"]
-    lines = [f"Speed: {info['cpu_model']}, torch {info['torch']}, {info['torch_threads']} threads; "
+    rows = [b for b in report["benchmarks"] if b["extra_info"].get("device") == device]
+    if not rows:
+        return ""
+    where = rows[0]["extra_info"].get("gpu") if device == "cuda" else (
+        f"{info['cpu_model']}, {info['torch_threads']} threads")
+    memory = "GPU memory allocated" if device == "cuda" else "resident memory"
+    lines = [f"Speed: {where}, torch {info['torch']}; "
              f"median ms of one layer; fwd = inference (no grad), fwd+bwd = one training step; "
-             f"peak MB = peak extra resident memory of one fwd+bwd",
+             f"peak MB = peak extra {memory} of one fwd+bwd",
              "| shape | mode | impl | median ms | / nn.LSTM | reference / impl | peak MB | / nn.LSTM |",
              "|---|---|---|---|---|---|---|---|"]
     medians, peaks = {}, {}
-    for b in report["benchmarks"]:
+    for b in rows:
         e = b["extra_info"]
         key = (e["shape"], e["mode"], e["impl"])
         medians[key] = b["stats"]["median"] * 1e3
@@ -62,7 +69,10 @@ def main(argv=None) -> int:
             return int(code)
         with open(path) as f:
             report = json.load(f)
-    print("\n" + speed_table(report) + "\n")
+    for device in ("cpu", "cuda"):
+        table = speed_table(report, device)
+        if table:
+            print("\n" + table + "\n")
 
     from benchmarks.numerics import format_table, numerics_rows
 

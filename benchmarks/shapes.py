@@ -46,19 +46,22 @@ def bench_threads() -> int:
 
 
 LSTM = "nn.LSTM"
-IMPLS = [LSTM, *(f"nrnm-{b}" for b in available_backends("cpu"))]
+# What runs on each device: nn.LSTM (oneDNN on CPU, cuDNN on CUDA) and every NRNM backend there, except
+# the Triton interpreter on CPU (a correctness tool) and "triton" on CUDA (the "cuda" path itself).
+IMPLS = [LSTM, *(f"nrnm-{b}" for b in available_backends("cpu") if b != "triton")]
+CUDA_IMPLS = [LSTM, *(f"nrnm-{b}" for b in available_backends("cuda") if b != "triton")]
 
 
-def build_module(impl: str, shape: Shape) -> torch.nn.Module:
-    """One float32 layer of ``impl`` (an IMPLS name) at ``shape``, seeded."""
+def build_module(impl: str, shape: Shape, device: str = "cpu") -> torch.nn.Module:
+    """One float32 layer of ``impl`` (an IMPLS name) at ``shape`` on ``device``, seeded."""
     torch.manual_seed(0)
     if impl == LSTM:
-        return torch.nn.LSTM(shape.D, shape.H)
-    return NRNM(shape.D, shape.H, backend=impl.removeprefix("nrnm-"), **MEMORY)
+        return torch.nn.LSTM(shape.D, shape.H, device=device)
+    return NRNM(shape.D, shape.H, backend=impl.removeprefix("nrnm-"), device=device, **MEMORY)
 
 
-def inputs(shape: Shape) -> tuple[torch.Tensor, torch.Tensor]:
+def inputs(shape: Shape, device: str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
     """A seeded input (T, B, D) and upstream gradient (T, B, H)."""
     gen = torch.Generator().manual_seed(1)
-    return (torch.randn(shape.T, shape.B, shape.D, generator=gen),
-            torch.randn(shape.T, shape.B, shape.H, generator=gen))
+    return (torch.randn(shape.T, shape.B, shape.D, generator=gen).to(device),
+            torch.randn(shape.T, shape.B, shape.H, generator=gen).to(device))

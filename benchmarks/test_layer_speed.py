@@ -36,7 +36,7 @@ def test_layer(benchmark, shape, impl, mode):
         out, _ = module(x)
         out.backward(grad_out)
 
-    benchmark.extra_info.update(shape=shape.name, impl=impl, mode=mode, threads=bench_threads(),
+    benchmark.extra_info.update(device="cpu", shape=shape.name, impl=impl, mode=mode, threads=bench_threads(),
                                 torch=torch.__version__)
     if mode == "fwd+bwd":
         benchmark.extra_info["peak_extra_bytes"] = peak_extra_bytes(impl, shape)

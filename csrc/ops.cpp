@@ -1,18 +1,20 @@
 // torch.library registration of the layer ops (schemas and CPU kernels); the fake kernels
-// and the autograd formula are registered in nrnm_fast/cpu.py. Linked into the Python
+// and the autograd formula are registered in nrnm_fast/layer_ops.py. Linked into the Python
 // extension (setup.py) and into the libtorch library (CMakeLists.txt).
+
+#include "ops.h"
 
 #include <torch/library.h>
 
-#include <tuple>
-
-#include "cpu/layer.h"
+#include "cpu/kernels.h"
+#include "layer.h"
 
 namespace nrnm {
 namespace {
 
-void check_float(const at::Tensor& t, const char* name, const at::Tensor& x) {
-  TORCH_CHECK(t.device().is_cpu(), "nrnm_fast.layer_forward: ", name, " must be a CPU tensor, got ", t.device());
+void check_like_x(const at::Tensor& t, const char* name, const at::Tensor& x) {
+  TORCH_CHECK(t.device() == x.device(), "nrnm_fast.layer_forward: ", name, " must be on ", x.device(),
+              " like x, got ", t.device());
   TORCH_CHECK(t.scalar_type() == x.scalar_type(), "nrnm_fast.layer_forward: ", name, " must have dtype ",
               x.scalar_type(), " like x, got ", t.scalar_type());
 }
@@ -22,8 +24,6 @@ void check_args(const at::Tensor& x, const at::Tensor& lengths, const at::Tensor
                 const at::Tensor& memory0, const at::Tensor& steps0, const std::vector<at::Tensor>& weights,
                 int64_t block_size, int64_t stride, int64_t num_heads) {
   TORCH_CHECK(x.dim() == 3, "nrnm_fast: x must be (T, B, D), got ", x.sizes());
-  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
-              "nrnm_fast: the CPU path supports float32 and float64, got ", x.scalar_type());
   const int64_t T = x.size(0), B = x.size(1);
   TORCH_CHECK(T >= 1 && B >= 1, "nrnm_fast: x needs T >= 1 and B >= 1, got ", x.sizes());
   TORCH_CHECK(memory0.dim() == 3 && memory0.size(0) == B, "nrnm_fast: memory0 must be (B, N, H), got ",
@@ -35,14 +35,16 @@ void check_args(const at::Tensor& x, const at::Tensor& lengths, const at::Tensor
               "nrnm_fast: lengths and steps0 must be int64");
   TORCH_CHECK(lengths.sizes() == at::IntArrayRef({B}) && steps0.sizes() == at::IntArrayRef({B}),
               "nrnm_fast: lengths and steps0 must be (B,)");
+  TORCH_CHECK(lengths.device() == x.device() && steps0.device() == x.device(),
+              "nrnm_fast: lengths and steps0 must be on ", x.device(), " like x");
   TORCH_CHECK(block_size >= 1 && stride >= 1 && stride <= block_size,
               "nrnm_fast: need 1 <= stride <= block_size, got stride ", stride, ", block_size ", block_size);
   TORCH_CHECK(num_heads >= 1 && H % num_heads == 0, "nrnm_fast: hidden size ", H,
               " must be divisible by num_heads ", num_heads);
   TORCH_CHECK(static_cast<int>(weights.size()) == LayerWeights::kCount, "nrnm_fast: expected ",
               LayerWeights::kCount, " weight tensors, got ", weights.size());
-  for (const at::Tensor& t : weights) check_float(t, "every weight", x);
-  for (const at::Tensor* t : {&h0, &c0, &memory0}) check_float(*t, "every state tensor", x);
+  for (const at::Tensor& t : weights) check_like_x(t, "every weight", x);
+  for (const at::Tensor* t : {&h0, &c0, &memory0}) check_like_x(*t, "every state tensor", x);
   const auto lo = lengths.min().item<int64_t>(), hi = lengths.max().item<int64_t>();
   TORCH_CHECK(lo >= 1 && hi <= T, "nrnm_fast: lengths must lie in 1..", T, ", got ", lo, "..", hi);
   TORCH_CHECK(steps0.min().item<int64_t>() >= 0, "nrnm_fast: steps0 must be >= 0");
@@ -54,31 +56,62 @@ std::vector<at::Tensor> contiguous(const std::vector<at::Tensor>& ts) {
   return out;
 }
 
-using ForwardResult = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
-                                 at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+void check_cpu_dtype(const at::Tensor& x) {
+  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
+              "nrnm_fast: the CPU path supports float32 and float64, got ", x.scalar_type());
+}
 
-ForwardResult layer_forward_cpu(const at::Tensor& x, const at::Tensor& lengths, const at::Tensor& h0,
-                                const at::Tensor& c0, const at::Tensor& memory0, const at::Tensor& window0,
-                                const at::Tensor& ewindow0, const at::Tensor& steps0,
-                                const std::vector<at::Tensor>& weights, int64_t block_size, int64_t stride,
-                                int64_t num_heads) {
+LayerForwardResult layer_forward_cpu(const at::Tensor& x, const at::Tensor& lengths, const at::Tensor& h0,
+                                     const at::Tensor& c0, const at::Tensor& memory0, const at::Tensor& window0,
+                                     const at::Tensor& ewindow0, const at::Tensor& steps0,
+                                     const std::vector<at::Tensor>& weights, int64_t block_size, int64_t stride,
+                                     int64_t num_heads, bool triton_attention) {
+  check_cpu_dtype(x);
+  return layer_forward_op(cpu_kernels(triton_attention), x, lengths, h0, c0, memory0, window0, ewindow0, steps0,
+                          weights, block_size, stride, num_heads);
+}
+
+LayerBackwardResult layer_backward_cpu(const at::Tensor& grad_output, const at::Tensor& grad_h,
+                                       const at::Tensor& grad_c, const at::Tensor& grad_memory,
+                                       const at::Tensor& grad_window, const at::Tensor& grad_ewindow,
+                                       const at::Tensor& x, const at::Tensor& lengths, const at::Tensor& h0,
+                                       const at::Tensor& c0, const at::Tensor& steps0, const at::Tensor& h_line,
+                                       const at::Tensor& e_line, const at::Tensor& cells, const at::Tensor& gates,
+                                       const at::Tensor& memories, const std::vector<at::Tensor>& weights,
+                                       int64_t block_size, int64_t stride, int64_t num_heads,
+                                       bool triton_attention) {
+  check_cpu_dtype(x);
+  return layer_backward_op(cpu_kernels(triton_attention), grad_output, grad_h, grad_c, grad_memory, grad_window,
+                           grad_ewindow, x, lengths, h0, c0, steps0, h_line, e_line, cells, gates, memories, weights,
+                           block_size, stride, num_heads);
+}
+
+}  // namespace
+
+LayerForwardResult layer_forward_op(const LayerKernels& kernels, const at::Tensor& x, const at::Tensor& lengths,
+                                    const at::Tensor& h0, const at::Tensor& c0, const at::Tensor& memory0,
+                                    const at::Tensor& window0, const at::Tensor& ewindow0, const at::Tensor& steps0,
+                                    const std::vector<at::Tensor>& weights, int64_t block_size, int64_t stride,
+                                    int64_t num_heads) {
   check_args(x, lengths, h0, c0, memory0, steps0, weights, block_size, stride, num_heads);
   const LayerState init{h0.contiguous(), c0.contiguous(), memory0.contiguous(),
                         window0.contiguous(), ewindow0.contiguous(), steps0.contiguous()};
   const LayerForward f = layer_forward(x.contiguous(), lengths.contiguous(), init,
                                        LayerWeights::from_list(contiguous(weights)),
-                                       {block_size, stride, num_heads});
+                                       {block_size, stride, num_heads}, kernels);
   return {f.output, f.final.h, f.final.c, f.final.memory, f.final.window, f.final.ewindow, f.final.steps,
           f.saved.h_line, f.saved.e_line, f.saved.cells, f.saved.gates, f.saved.memories};
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>>
-layer_backward_cpu(const at::Tensor& grad_output, const at::Tensor& grad_h, const at::Tensor& grad_c,
-                   const at::Tensor& grad_memory, const at::Tensor& grad_window, const at::Tensor& grad_ewindow,
-                   const at::Tensor& x, const at::Tensor& lengths, const at::Tensor& h0, const at::Tensor& c0,
-                   const at::Tensor& steps0, const at::Tensor& h_line, const at::Tensor& e_line,
-                   const at::Tensor& cells, const at::Tensor& gates, const at::Tensor& memories,
-                   const std::vector<at::Tensor>& weights, int64_t block_size, int64_t stride, int64_t num_heads) {
+LayerBackwardResult layer_backward_op(const LayerKernels& kernels, const at::Tensor& grad_output,
+                                      const at::Tensor& grad_h, const at::Tensor& grad_c,
+                                      const at::Tensor& grad_memory, const at::Tensor& grad_window,
+                                      const at::Tensor& grad_ewindow, const at::Tensor& x, const at::Tensor& lengths,
+                                      const at::Tensor& h0, const at::Tensor& c0, const at::Tensor& steps0,
+                                      const at::Tensor& h_line, const at::Tensor& e_line, const at::Tensor& cells,
+                                      const at::Tensor& gates, const at::Tensor& memories,
+                                      const std::vector<at::Tensor>& weights, int64_t block_size, int64_t stride,
+                                      int64_t num_heads) {
   const LayerState grad_final{grad_h.contiguous(), grad_c.contiguous(), grad_memory.contiguous(),
                               grad_window.contiguous(), grad_ewindow.contiguous(), at::Tensor()};
   const LayerState init{h0.contiguous(), c0.contiguous(), at::Tensor(), at::Tensor(), at::Tensor(),
@@ -87,25 +120,27 @@ layer_backward_cpu(const at::Tensor& grad_output, const at::Tensor& grad_h, cons
                          memories.contiguous()};
   const LayerGrads g = layer_backward(grad_output.contiguous(), grad_final, x.contiguous(), lengths.contiguous(),
                                       init, saved, LayerWeights::from_list(contiguous(weights)),
-                                      {block_size, stride, num_heads});
+                                      {block_size, stride, num_heads}, kernels);
   return {g.x, g.initial.h, g.initial.c, g.initial.memory, g.initial.window, g.initial.ewindow, g.w.list()};
 }
 
-}  // namespace
 }  // namespace nrnm
 
+// triton_attention: run the memory update's attention with the Triton kernels
+// (csrc/triton_attention.h) instead of the device's own.
 TORCH_LIBRARY(nrnm_fast, m) {
   m.def(
       "layer_forward(Tensor x, Tensor lengths, Tensor h0, Tensor c0, Tensor memory0, Tensor window0, "
-      "Tensor ewindow0, Tensor steps0, Tensor[] weights, int block_size, int stride, int num_heads) -> "
+      "Tensor ewindow0, Tensor steps0, Tensor[] weights, int block_size, int stride, int num_heads, "
+      "bool triton_attention) -> "
       "(Tensor output, Tensor h, Tensor c, Tensor memory, Tensor window, Tensor ewindow, Tensor steps, "
       "Tensor h_line, Tensor e_line, Tensor cells, Tensor gates, Tensor memories)");
   m.def(
       "layer_backward(Tensor grad_output, Tensor grad_h, Tensor grad_c, Tensor grad_memory, Tensor grad_window, "
       "Tensor grad_ewindow, Tensor x, Tensor lengths, Tensor h0, Tensor c0, Tensor steps0, Tensor h_line, "
       "Tensor e_line, Tensor cells, Tensor gates, Tensor memories, Tensor[] weights, int block_size, int stride, "
-      "int num_heads) -> (Tensor grad_x, Tensor grad_h0, Tensor grad_c0, Tensor grad_memory0, "
-      "Tensor grad_window0, Tensor grad_ewindow0, Tensor[] grad_weights)");
+      "int num_heads, bool triton_attention) -> (Tensor grad_x, Tensor grad_h0, Tensor grad_c0, "
+      "Tensor grad_memory0, Tensor grad_window0, Tensor grad_ewindow0, Tensor[] grad_weights)");
 }
 
 TORCH_LIBRARY_IMPL(nrnm_fast, CPU, m) {

@@ -2,11 +2,20 @@
 
 Every backend is a function with the signature of :func:`nrnm_fast.reference.nrnm_layer`:
 ``(x, lengths, state, weights, config) -> (output, state)``.
+
+- ``"reference"``: :mod:`nrnm_fast.reference`, any device and dtype.
+- ``"cpu"``: the C++ layer op with its CPU kernels (float32, float64).
+- ``"cuda"``: the same op with its CUDA kernels and the memory update's attention in Triton.
+- ``"triton"``: the op with the Triton attention on either device; on CPU tensors the Triton
+  kernels run in Triton's interpreter (``TRITON_INTERPRET=1``), which is how they are tested
+  without a GPU. On CUDA tensors it is the ``"cuda"`` path.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib.util
+import os
 import warnings
 from typing import Callable, Optional
 
@@ -20,11 +29,9 @@ BACKENDS = ("auto", "reference", "cpu", "cuda", "triton")
 
 BUILD_HINT = "build it with `pip install --no-build-isolation -e .` (or `make test`) from the source tree"
 
-# Backends named by the design whose implementation this build does not contain, and what they need.
-_NOT_BUILT = {
-    "cuda": "the CUDA extension and Triton kernels (GPU fast path)",
-    "triton": "the Triton attention kernels nrnm_fast.kernels",
-}
+# The dtypes each fast path computes in; others run on the reference.
+CPU_DTYPES = (torch.float32, torch.float64)
+CUDA_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 
 def check_backend_name(backend: object) -> str:
@@ -36,29 +43,55 @@ def check_backend_name(backend: object) -> str:
     return backend
 
 
-def _load_cpu_extension() -> tuple[Optional[LayerFunction], str]:
-    """(the C++ layer function, "") or (None, why it cannot be loaded)."""
+def _load_layer_ops():
+    """(the module nrnm_fast.layer_ops, "") or (None, why it cannot be loaded)."""
     try:
-        from . import cpu
+        from . import layer_ops
     except ImportError as e:
         return None, f"the C++ extension nrnm_fast._C is not built ({e}); {BUILD_HINT}"
-    return cpu.nrnm_layer, ""
+    return layer_ops, ""
 
 
 # Resolved once at import, so that dispatch is plain Python that torch.compile traces.
-CPU_LAYER, CPU_MISSING = _load_cpu_extension()
+LAYER_OPS, EXTENSION_MISSING = _load_layer_ops()
+CUDA_BUILT = LAYER_OPS is not None and torch._C._dispatch_has_kernel_for_dispatch_key(
+    "nrnm_fast::layer_forward", "CUDA")
+TRITON_FOUND = importlib.util.find_spec("triton") is not None
 
 
-# The dtypes the C++ CPU path computes in; others run on the reference.
-CPU_DTYPES = (torch.float32, torch.float64)
+def _missing(backend: str, device: torch.device) -> str:
+    """Why ``backend`` cannot run layers on ``device`` in this install, or "" if it can."""
+    if LAYER_OPS is None:
+        return EXTENSION_MISSING
+    if backend == "cpu":
+        return "" if device.type == "cpu" else f"it runs on CPU tensors; got tensors on {device}"
+    if device.type not in ("cpu", "cuda"):
+        return f"it runs on CPU or CUDA tensors; got tensors on {device}"
+    if not TRITON_FOUND:
+        return "it needs the triton package (`pip install triton`; torch's CUDA wheels bring it)"
+    if device.type == "cpu":
+        if backend == "cuda":
+            return f"it runs on CUDA tensors; got tensors on {device}"
+        if os.environ.get("TRITON_INTERPRET") != "1":
+            return "on CPU tensors the Triton kernels run in Triton's interpreter: set TRITON_INTERPRET=1 before " \
+                   "importing triton"
+        return ""
+    if not CUDA_BUILT:
+        return "this build of the C++ extension has no CUDA kernels: build it with a CUDA torch and nvcc " \
+               "(`pip install --no-build-isolation -e .`)"
+    return ""
+
+
+def _dtypes(device: torch.device) -> tuple:
+    return CUDA_DTYPES if device.type == "cuda" else CPU_DTYPES
 
 
 def available_backends(device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> list[str]:
     """Names of the backends that can run layers on ``device`` in ``dtype`` in this install, fastest last."""
-    names = ["reference"]
-    if torch.device(device).type == "cpu" and dtype in CPU_DTYPES and CPU_LAYER is not None:
-        names.append("cpu")
-    return names
+    device = torch.device(device)
+    candidates = ("triton", "cpu") if device.type == "cpu" else ("triton", "cuda")
+    return ["reference"] + [name for name in candidates
+                            if not _missing(name, device) and dtype in _dtypes(device)]
 
 
 @functools.lru_cache(maxsize=None)
@@ -70,27 +103,28 @@ def layer_function(backend: str, device: torch.device, dtype: torch.dtype) -> tu
     """Resolve ``backend`` for ``dtype`` tensors on ``device``: (name of the implementation, its layer function).
 
     ``"auto"`` picks the fastest available implementation for the device (and warns
-    once when the device's fast path is missing); naming one that is not available
-    raises RuntimeError saying what is missing.
+    once when the device's fast path is missing); naming one that cannot run raises
+    RuntimeError saying what is missing, or TypeError for a dtype it does not compute in.
     """
     check_backend_name(backend)
     device = torch.device(device)
     if backend == "auto":
         backend = available_backends(device, dtype)[-1]
-        if backend == "reference" and device.type == "cpu" and dtype in CPU_DTYPES:
-            _warn_reference_fallback("cpu", CPU_MISSING)
+        fast = "cuda" if device.type == "cuda" else "cpu"
+        if backend == "reference" and dtype in _dtypes(device):
+            _warn_reference_fallback(device.type, _missing(fast, device))
     if backend == "reference":
         return "reference", reference.nrnm_layer
+    why = _missing(backend, device)
+    if why:
+        raise RuntimeError(f"backend={backend!r} is not available: {why}")
+    dtypes = _dtypes(device)
+    if dtype not in dtypes:
+        names = ", ".join(str(d).replace("torch.", "") for d in dtypes)
+        raise TypeError(f"backend={backend!r} computes in {names} on {device.type}; got {dtype} (use "
+                        f"backend='reference' or convert the model and input)")
     if backend == "cpu":
-        if device.type != "cpu":
-            raise RuntimeError(f"backend='cpu' runs on CPU tensors; got tensors on {device}")
-        if CPU_LAYER is None:
-            raise RuntimeError(f"backend='cpu' is not available: {CPU_MISSING}")
-        if dtype not in CPU_DTYPES:
-            raise TypeError(f"backend='cpu' computes in float32 or float64; got {dtype} (use backend='reference' "
-                            f"or convert the model and input)")
-        return "cpu", CPU_LAYER
-    raise RuntimeError(
-        f"backend={backend!r} needs {_NOT_BUILT[backend]}, which this build of nrnm_fast does not include; "
-        f"available on {device.type}: {available_backends(device)}"
-    )
+        return "cpu", LAYER_OPS.cpu_layer
+    from . import triton_attention  # noqa: F401  (registers the Triton kernels the C++ layer calls)
+
+    return backend, LAYER_OPS.triton_layer

@@ -12,14 +12,14 @@ pytestmark = pytest.mark.skipif("cpu" not in available_backends(), reason="C++ e
 
 
 def _layer_args(requires_grad: bool):
-    from nrnm_fast.cpu import pack_weights
+    from nrnm_fast.layer_ops import pack_weights
 
     model = random_model(3, 4, block_size=3, stride=2, num_slots=2, num_heads=2, backend="cpu")
     state = random_state(model, 2, [0, 3]).layer(0)
     x = torch.randn(5, 2, 3, dtype=torch.float64, requires_grad=requires_grad)
     weights = [w.detach().requires_grad_(requires_grad) for w in pack_weights(model.layer_weights(0))]
     floats = [t.detach().requires_grad_(requires_grad and t.is_floating_point()) for t in state]
-    return (x, torch.tensor([5, 3]), *floats, weights, 3, 2, 2)
+    return (x, torch.tensor([5, 3]), *floats, weights, 3, 2, 2, False)
 
 
 @pytest.mark.parametrize("requires_grad", [False, True])
@@ -33,7 +33,7 @@ def test_opcheck_layer_backward():
     x, lengths, h0, c0, _m0, _w0, _e0, steps0, weights = args[:9]
     grads = [torch.randn_like(t) for t in out[:6]]
     torch.library.opcheck(torch.ops.nrnm_fast.layer_backward.default,
-                          (*grads, x, lengths, h0, c0, steps0, *out[7:], weights, 3, 2, 2))
+                          (*grads, x, lengths, h0, c0, steps0, *out[7:], weights, 3, 2, 2, False))
 
 
 def test_torch_compile_fullgraph_matches_eager():

@@ -13,7 +13,7 @@ import torch
 
 from helpers import random_model
 from nrnm_fast import NRNM, NRNMState, available_backends
-from nrnm_fast.testing import max_relative_error, outputs_and_grads
+from parity import CASES, assert_matches, run_case
 
 requires_cpu_ext = pytest.mark.skipif("cpu" not in available_backends(), reason="C++ extension not built")
 
@@ -25,50 +25,16 @@ def test_extension_is_built_when_required():
     assert "cpu" in available_backends("cpu")
 
 
-# (T, B, L, block_size, stride, num_slots, num_heads, lengths, steps); H = 8, D = 5
-CASES = {
-    "T1": (1, 3, 1, 4, 2, 2, 2, None, [0, 1, 3]),
-    "T3-stride1": (3, 1, 1, 2, 1, 1, 1, None, [0]),
-    "T17-s-divides-k": (17, 3, 2, 6, 3, 2, 4, [17, 9, 9], [0, 0, 0]),
-    "T17-s-not-dividing-k": (17, 3, 1, 5, 3, 3, 2, [1, 17, 12], [2, 7, 0]),
-    "T50-s-equals-k": (50, 3, 1, 4, 4, 1, 4, [50, 31, 1], [0, 5, 2]),
-    "T50-two-layers": (50, 3, 2, 8, 4, 2, 2, [50, 50, 20], [3, 0, 9]),
-    "T17-B1-streamed": (17, 1, 2, 3, 2, 3, 1, None, [11]),
-    "T3-k1": (3, 3, 1, 1, 1, 2, 2, [3, 1, 2], [0, 4, 1]),
-}
-
-
-def _run(backend: str, dtype: torch.dtype, case) -> dict:
-    T, B, L, k, s, N, nh, lengths, steps = case
-    model = random_model(5, 8, num_layers=L, block_size=k, stride=s, num_slots=N, num_heads=nh,
-                         backend=backend).to(dtype)
-    gen = torch.Generator().manual_seed(7)
-    x = torch.randn(T, B, 5, generator=gen, dtype=torch.float64).to(dtype)
-    zero = model.initial_state(B)
-    state = NRNMState(*(torch.randn(t.shape, generator=gen, dtype=torch.float64).to(dtype) * 0.5 for t in zero[:5]),
-                      torch.tensor(steps))
-    return outputs_and_grads(model, x, state, None if lengths is None else torch.tensor(lengths), seed=11)
-
-
-def _assert_matches(actual: dict, expected: dict, tol: float):
-    assert actual.keys() == expected.keys()
-    worst = {name: max_relative_error(actual[name], e) for name, e in expected.items()}
-    bad = {name: err for name, err in worst.items() if not err <= tol}
-    assert not bad, f"relative errors above {tol}: {bad}"
-    nonzero = [name for name, e in expected.items() if e.is_floating_point() and e.abs().max() > 0]
-    assert len(nonzero) > 0.8 * len(expected), "the comparison must not be between zeros"
-
-
 @requires_cpu_ext
 @pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
 def test_cpu_matches_reference_float64(case):
-    _assert_matches(_run("cpu", torch.float64, case), _run("reference", torch.float64, case), 1e-10)
+    assert_matches(run_case("cpu", torch.float64, case), run_case("reference", torch.float64, case), 1e-10)
 
 
 @requires_cpu_ext
 @pytest.mark.parametrize("case", ["T17-s-not-dividing-k", "T50-two-layers"])
 def test_cpu_matches_reference_float32(case):
-    _assert_matches(_run("cpu", torch.float32, CASES[case]), _run("reference", torch.float32, CASES[case]), 1e-5)
+    assert_matches(run_case("cpu", torch.float32, CASES[case]), run_case("reference", torch.float32, CASES[case]), 1e-5)
 
 
 @requires_cpu_ext
@@ -112,8 +78,8 @@ def random_state_of(model: NRNM) -> NRNMState:
 def test_cpu_backend_without_extension_message(monkeypatch):
     from nrnm_fast import backends
 
-    monkeypatch.setattr(backends, "CPU_LAYER", None)
-    monkeypatch.setattr(backends, "CPU_MISSING", "the C++ extension nrnm_fast._C is not built (test)")
+    monkeypatch.setattr(backends, "LAYER_OPS", None)
+    monkeypatch.setattr(backends, "EXTENSION_MISSING", "the C++ extension nrnm_fast._C is not built (test)")
     assert backends.available_backends("cpu") == ["reference"]
     with pytest.raises(RuntimeError, match=r"backend='cpu' is not available: the C\+\+ extension nrnm_fast._C is not"):
         NRNM(3, 4, num_heads=2, backend="cpu")(torch.randn(2, 1, 3))
@@ -132,5 +98,5 @@ def test_bfloat16_runs_on_the_reference_with_auto_and_is_refused_by_cpu():
     out, _ = NRNM(3, 4, num_heads=2, dtype=torch.bfloat16)(x)
     assert out.dtype == torch.bfloat16 and out.shape == (4, 2, 4)
     assert available_backends("cpu", torch.bfloat16) == ["reference"]
-    with pytest.raises(TypeError, match="backend='cpu' computes in float32 or float64; got torch.bfloat16"):
+    with pytest.raises(TypeError, match="backend='cpu' computes in float32, float64 on cpu; got torch.bfloat16"):
         NRNM(3, 4, num_heads=2, dtype=torch.bfloat16, backend="cpu")(x)

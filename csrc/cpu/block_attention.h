@@ -6,18 +6,9 @@
 // rows (time-line rows t + 1 .. t + k); the first k - n_valid[i] of each k are masked.
 #pragma once
 
-#include <ATen/ATen.h>
-
-#include <vector>
+#include "../layer_kernels.h"
 
 namespace nrnm {
-
-struct BlockAttention {
-  int64_t t;                     // the step after which the elements update
-  std::vector<int64_t> elems;    // (u,) batch indices of the updating elements
-  std::vector<int64_t> n_valid;  // (u,) rows of the block that exist, min(k, tau)
-  int64_t k, num_heads;
-};
 
 // qkv: (u, N, 3H) q | k | v of the memory rows; kv_emb, kv_hid: (k + T, B, 2H) keys | values
 // of every time-line row. Returns the attention output (u, N, H), heads concatenated, and

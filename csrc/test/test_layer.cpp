@@ -1,4 +1,4 @@
-// ctest: the CPU layer (csrc/cpu/layer.h) against a step-by-step libtorch-autograd
+// ctest: the CPU layer (csrc/layer.h with csrc/cpu/kernels.h) against a step-by-step libtorch-autograd
 // composition of docs/spec.md, in float64: outputs, final state, and the gradients of the
 // input, the initial state and every weight under random upstream gradients.
 
@@ -9,7 +9,8 @@
 #include <string>
 #include <vector>
 
-#include "../cpu/layer.h"
+#include "../cpu/kernels.h"
+#include "../layer.h"
 
 namespace {
 
@@ -115,7 +116,8 @@ void run(const Case& cs) {
                             rnd({B, k, H}, 0.5), steps};
   const nrnm::LayerConfig cfg{k, cs.s, cs.nh};
 
-  const nrnm::LayerForward fast = nrnm::layer_forward(x, lengths, s0, nrnm::LayerWeights::from_list(ws), cfg);
+  const nrnm::LayerForward fast = nrnm::layer_forward(x, lengths, s0, nrnm::LayerWeights::from_list(ws), cfg,
+                                                              nrnm::cpu_kernels(false));
 
   std::vector<Tensor> leaves = {x, s0.h, s0.c, s0.memory, s0.window, s0.ewindow};
   leaves.insert(leaves.end(), ws.begin(), ws.end());
@@ -141,7 +143,7 @@ void run(const Case& cs) {
   const auto ref_grads = torch::autograd::grad(outs, leaves, upstream, false, false, true);
   const nrnm::LayerGrads g = nrnm::layer_backward(
       upstream[0], {upstream[1], upstream[2], upstream[3], upstream[4], upstream[5], Tensor()}, x, lengths, s0,
-      fast.saved, nrnm::LayerWeights::from_list(ws), cfg);
+      fast.saved, nrnm::LayerWeights::from_list(ws), cfg, nrnm::cpu_kernels(false));
 
   const std::vector<std::string> names = {"grad x", "grad h0", "grad c0", "grad memory0", "grad window0",
                                           "grad ewindow0"};

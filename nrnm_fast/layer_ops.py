@@ -1,9 +1,10 @@
-"""CPU fast path: the C++ ops ``torch.ops.nrnm_fast.layer_forward`` / ``layer_backward``.
+"""The fast paths' layer ops ``torch.ops.nrnm_fast.layer_forward`` / ``layer_backward``.
 
 Importing this module loads the extension ``nrnm_fast._C`` (which registers the
-ops' schemas and CPU kernels) and registers their fake kernels and autograd
-formula, so that ``torch.compile`` traces them and ``torch.library.opcheck``
-can test them. :func:`nrnm_layer` has the signature of every backend.
+ops' schemas and their CPU kernels, and CUDA kernels when built with CUDA) and
+registers their fake kernels and autograd formula, so that ``torch.compile``
+traces them and ``torch.library.opcheck`` can test them. :func:`cpu_layer` and
+:func:`triton_layer` have the signature of every backend.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ _ops = torch.ops.nrnm_fast
 
 
 def pack_weights(w: LayerWeights) -> list[Tensor]:
-    """The op's 20 weight tensors (csrc/cpu/layer.h ``LayerWeights``) from one layer's parameters.
+    """The op's 20 weight tensors (csrc/layer.h ``LayerWeights``) from one layer's parameters.
 
     The input-side weights are stacked so one GEMM gives every input term:
     gates (bias b_ih + b_hh), memory gate (bias b_r), input embedding (bias b_x).
@@ -40,20 +41,35 @@ def pack_weights(w: LayerWeights) -> list[Tensor]:
     ]
 
 
-def nrnm_layer(
-    x: Tensor, lengths: Optional[Tensor], state: LayerState, w: LayerWeights, config: LayerConfig
+def _layer(
+    x: Tensor, lengths: Optional[Tensor], state: LayerState, w: LayerWeights, config: LayerConfig,
+    triton_attention: bool,
 ) -> tuple[Tensor, LayerState]:
-    """One layer over the sequence with the C++ op; see :func:`nrnm_fast.reference.nrnm_layer`."""
     T, B, _ = x.shape
     if lengths is None:
         lengths = torch.full((B,), T, dtype=torch.int64, device=x.device)
-    out = _ops.layer_forward(x, lengths, *state, pack_weights(w), *config)
+    out = _ops.layer_forward(x, lengths.to(x.device), *state, pack_weights(w), *config, triton_attention)
     return out[0], LayerState(*out[1:7])
+
+
+def cpu_layer(
+    x: Tensor, lengths: Optional[Tensor], state: LayerState, w: LayerWeights, config: LayerConfig
+) -> tuple[Tensor, LayerState]:
+    """One layer with the C++ op and the device's own attention; see :func:`nrnm_fast.reference.nrnm_layer`."""
+    return _layer(x, lengths, state, w, config, triton_attention=False)
+
+
+def triton_layer(
+    x: Tensor, lengths: Optional[Tensor], state: LayerState, w: LayerWeights, config: LayerConfig
+) -> tuple[Tensor, LayerState]:
+    """One layer with the C++ op and the memory update's attention in Triton (the GPU path; on CPU
+    tensors under ``TRITON_INTERPRET=1``); needs :mod:`nrnm_fast.triton_attention` imported."""
+    return _layer(x, lengths, state, w, config, triton_attention=True)
 
 
 @torch.library.register_fake("nrnm_fast::layer_forward")
 def _layer_forward_fake(x, lengths, h0, c0, memory0, window0, ewindow0, steps0, weights, block_size, stride,
-                        num_heads):
+                        num_heads, triton_attention):
     T, B, _ = x.shape
     N, H = memory0.shape[1], memory0.shape[2]
     k, max_updates = block_size, (T + stride - 1) // stride
@@ -64,7 +80,8 @@ def _layer_forward_fake(x, lengths, h0, c0, memory0, window0, ewindow0, steps0, 
 
 @torch.library.register_fake("nrnm_fast::layer_backward")
 def _layer_backward_fake(grad_output, grad_h, grad_c, grad_memory, grad_window, grad_ewindow, x, lengths, h0, c0,
-                         steps0, h_line, e_line, cells, gates, memories, weights, block_size, stride, num_heads):
+                         steps0, h_line, e_line, cells, gates, memories, weights, block_size, stride, num_heads,
+                         triton_attention):
     B, N, H = memories.shape[1], memories.shape[2], memories.shape[3]
     k = block_size
     return (torch.empty_like(x), torch.empty_like(h0), torch.empty_like(c0), h0.new_empty(B, N, H),
@@ -72,8 +89,8 @@ def _layer_backward_fake(grad_output, grad_h, grad_c, grad_memory, grad_window, 
 
 
 def _setup_context(ctx, inputs, output):
-    x, lengths, h0, c0, _memory0, _window0, _ewindow0, steps0, weights, block_size, stride, num_heads = inputs
-    ctx.config = (block_size, stride, num_heads)
+    x, lengths, h0, c0, _memory0, _window0, _ewindow0, steps0, weights, block_size, stride, num_heads, triton = inputs
+    ctx.config = (block_size, stride, num_heads, triton)
     ctx.num_weights = len(weights)
     ctx.save_for_backward(x, lengths, h0, c0, steps0, *output[7:], *weights)
 
@@ -94,7 +111,7 @@ def _backward(ctx, grad_output, grad_h, grad_c, grad_memory, grad_window, grad_e
         weights, *ctx.config)
     grad_x, grad_h0, grad_c0, grad_memory0, grad_window0, grad_ewindow0, grad_weights = grads
     return (grad_x, None, grad_h0, grad_c0, grad_memory0, grad_window0, grad_ewindow0, None, list(grad_weights),
-            None, None, None)
+            None, None, None, None)
 
 
 torch.library.register_autograd("nrnm_fast::layer_forward", _backward, setup_context=_setup_context)

@@ -6,8 +6,8 @@
 
 #include <ATen/ATen.h>
 
-#include "block_attention.h"
 #include "layer.h"
+#include "layer_kernels.h"
 
 namespace nrnm {
 
@@ -26,14 +26,14 @@ struct BlockLineGrads {
 
 // The updated memory (u, N, H) of the elements a.elems, whose memory is `memory` (u, N, H).
 at::Tensor memory_update_forward(const at::Tensor& memory, const BlockAttention& a, const BlockLines& lines,
-                                 const LayerWeights& w);
+                                 const LayerWeights& w, const LayerKernels& kernels);
 
 // Given grad_new (u, N, H), the gradient of the updated memory, returns the gradient of
 // `memory`; adds the gradients of the block rows to d_lines (through their keys and
 // values too) and those of the weights the update uses to `grads` (w_in, b_in, w_o, b_o,
 // ln1_*, w_1, b_1, w_2, b_2, ln2_*, w_gx, w_gm, b_g). Recomputes the forward pass.
 at::Tensor memory_update_backward(const at::Tensor& memory, const BlockAttention& a, const BlockLines& lines,
-                                  const at::Tensor& grad_new, const LayerWeights& w, LayerWeights& grads,
-                                  BlockLineGrads& d_lines);
+                                  const at::Tensor& grad_new, const LayerWeights& w, const LayerKernels& kernels,
+                                  LayerWeights& grads, BlockLineGrads& d_lines);
 
 }  // namespace nrnm

@@ -1,13 +1,16 @@
-// CPU fast path of one NRNM layer over a whole sequence, forward and backward (docs/spec.md).
+// One NRNM layer over a whole sequence, forward and backward (docs/spec.md), on any device:
+// the orchestration is here, the device-specific kernels come from a LayerKernels table.
 //
 // Shapes: T steps, B batch, D input features, H hidden, N memory slots, NH = N * H,
 // k block size, F MLP features, G = 4H + NH + H (rows of the hoisted input weight).
-// Every tensor is contiguous, float32 or float64 (steps / lengths int64).
+// Every tensor is contiguous and on one device (steps / lengths int64, on any device).
 #pragma once
 
 #include <ATen/ATen.h>
 
 #include <vector>
+
+#include "layer_kernels.h"
 
 namespace nrnm {
 
@@ -68,9 +71,9 @@ struct LayerForward {
   LayerSaved saved;
 };
 
-// Runs the layer. x (T, B, D); lengths (B,) int64 in 1..T, on the CPU.
+// Runs the layer. x (T, B, D); lengths (B,) int64 in 1..T.
 LayerForward layer_forward(const at::Tensor& x, const at::Tensor& lengths, const LayerState& initial,
-                           const LayerWeights& w, const LayerConfig& cfg);
+                           const LayerWeights& w, const LayerConfig& cfg, const LayerKernels& kernels);
 
 struct LayerGrads {
   at::Tensor x;  // (T, B, D)
@@ -82,6 +85,6 @@ struct LayerGrads {
 // state (h, c, memory, window, ewindow; undefined tensors count as zero).
 LayerGrads layer_backward(const at::Tensor& grad_output, const LayerState& grad_final, const at::Tensor& x,
                           const at::Tensor& lengths, const LayerState& initial, const LayerSaved& saved,
-                          const LayerWeights& w, const LayerConfig& cfg);
+                          const LayerWeights& w, const LayerConfig& cfg, const LayerKernels& kernels);
 
 }  // namespace nrnm

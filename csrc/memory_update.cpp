@@ -1,7 +1,5 @@
 #include "memory_update.h"
 
-#include <ATen/Dispatch.h>
-
 #include <algorithm>
 #include <tuple>
 
@@ -14,7 +12,7 @@ constexpr double kLayerNormEps = 1e-5;
 struct UpdateParts {
   at::Tensor mem_rows;             // (u*N, H) memory before the update
   at::Tensor qkv;                  // (u, N, 3H) q | k | v of the memory rows
-  at::Tensor probs;                // (u, nh, N, N + 2k)
+  at::Tensor attn_saved;           // what the attention kernel keeps for its backward
   at::Tensor attn;                 // (u*N, H) heads concatenated
   at::Tensor y1_in, y1, mean1, rstd1;
   at::Tensor hid;                  // (u*N, F) after the relu
@@ -26,61 +24,13 @@ struct UpdateParts {
   at::Tensor new_mem;              // (u, N, H)
 };
 
-// xh (u, H): the mean of each block's valid embedding rows.
-at::Tensor block_mean(const BlockAttention& a, const at::Tensor& emb) {
-  const int64_t u = static_cast<int64_t>(a.elems.size()), B = emb.size(1), H = emb.size(2), k = a.k;
-  at::Tensor xh = at::zeros({u, H}, emb.options());
-  AT_DISPATCH_FLOATING_TYPES(emb.scalar_type(), "nrnm_block_mean", [&] {
-    const scalar_t* e = emb.data_ptr<scalar_t>();
-    scalar_t* out = xh.data_ptr<scalar_t>();
-    for (int64_t i = 0; i < u; ++i) {
-      for (int64_t r = k - a.n_valid[i]; r < k; ++r) {
-        const scalar_t* row = e + ((a.t + 1 + r) * B + a.elems[i]) * H;
-        for (int64_t d = 0; d < H; ++d) out[i * H + d] += row[d];
-      }
-      for (int64_t d = 0; d < H; ++d) out[i * H + d] /= static_cast<scalar_t>(a.n_valid[i]);
-    }
-  });
-  return xh;
-}
-
-// The block rows (u, k, H) of a time line (k + T, B, H): rows t + 1 .. t + k of each element.
-at::Tensor gather_block_rows(const BlockAttention& a, const at::Tensor& line) {
-  const int64_t u = static_cast<int64_t>(a.elems.size()), B = line.size(1), H = line.size(2), k = a.k;
-  at::Tensor rows = at::empty({u, k, H}, line.options());
-  AT_DISPATCH_FLOATING_TYPES(line.scalar_type(), "nrnm_gather_block_rows", [&] {
-    const scalar_t* src = line.data_ptr<scalar_t>();
-    scalar_t* dst = rows.data_ptr<scalar_t>();
-    for (int64_t i = 0; i < u; ++i)
-      for (int64_t r = 0; r < k; ++r)
-        std::copy_n(src + ((a.t + 1 + r) * B + a.elems[i]) * H, H, dst + (i * k + r) * H);
-  });
-  return rows;
-}
-
-// Adds block rows (u, k, H) to their rows of a time line's gradient (k + T, B, H).
-void scatter_add_block_rows(const BlockAttention& a, const at::Tensor& rows, at::Tensor& line) {
-  const int64_t u = static_cast<int64_t>(a.elems.size()), B = line.size(1), H = line.size(2), k = a.k;
-  const at::Tensor src_rows = rows.contiguous();
-  AT_DISPATCH_FLOATING_TYPES(line.scalar_type(), "nrnm_scatter_add_block_rows", [&] {
-    const scalar_t* src = src_rows.data_ptr<scalar_t>();
-    scalar_t* dst = line.data_ptr<scalar_t>();
-    for (int64_t i = 0; i < u; ++i)
-      for (int64_t r = k - a.n_valid[i]; r < k; ++r) {
-        scalar_t* row = dst + ((a.t + 1 + r) * B + a.elems[i]) * H;
-        const scalar_t* g = src + (i * k + r) * H;
-        for (int64_t d = 0; d < H; ++d) row[d] += g[d];
-      }
-  });
-}
-
 UpdateParts forward_parts(const at::Tensor& memory, const BlockAttention& a, const BlockLines& lines,
-                          const LayerWeights& w) {
+                          const LayerWeights& w, const LayerKernels& kernels) {
   const int64_t u = memory.size(0), N = memory.size(1), H = memory.size(2);
   UpdateParts p;
   p.mem_rows = memory.reshape({u * N, H});
   p.qkv = at::addmm(w.b_in, p.mem_rows, w.w_in.t()).view({u, N, 3 * H});
-  p.attn = block_attention_forward(a, p.qkv, lines.kv_emb, lines.kv_hid, p.probs).view({u * N, H});
+  p.attn = kernels.attention_forward(a, p.qkv, lines.kv_emb, lines.kv_hid, p.attn_saved).view({u * N, H});
 
   p.y1_in = at::addmm(w.b_o, p.attn, w.w_o.t()).add_(p.mem_rows);
   std::tie(p.y1, p.mean1, p.rstd1) = at::native_layer_norm(p.y1_in, {H}, w.ln1_w, w.ln1_b, kLayerNormEps);
@@ -88,7 +38,7 @@ UpdateParts forward_parts(const at::Tensor& memory, const BlockAttention& a, con
   p.y2_in = at::addmm(w.b_2, p.hid, w.w_2.t()).add_(p.y1);
   std::tie(p.mt, p.mean2, p.rstd2) = at::native_layer_norm(p.y2_in, {H}, w.ln2_w, w.ln2_b, kLayerNormEps);
 
-  p.xh = block_mean(a, lines.emb);
+  p.xh = kernels.block_mean(a, lines.emb);
   p.tanh_mem = memory.tanh();
   p.gates = at::addmm(w.b_g, p.tanh_mem.reshape({u * N, H}), w.w_gm.t())
                 .view({u, N, 2 * H})
@@ -102,14 +52,14 @@ UpdateParts forward_parts(const at::Tensor& memory, const BlockAttention& a, con
 }  // namespace
 
 at::Tensor memory_update_forward(const at::Tensor& memory, const BlockAttention& a, const BlockLines& lines,
-                                 const LayerWeights& w) {
-  return forward_parts(memory, a, lines, w).new_mem;
+                                 const LayerWeights& w, const LayerKernels& kernels) {
+  return forward_parts(memory, a, lines, w, kernels).new_mem;
 }
 
 at::Tensor memory_update_backward(const at::Tensor& memory, const BlockAttention& a, const BlockLines& lines,
-                                  const at::Tensor& grad_new, const LayerWeights& w, LayerWeights& grads,
-                                  BlockLineGrads& d_lines) {
-  const UpdateParts p = forward_parts(memory, a, lines, w);
+                                  const at::Tensor& grad_new, const LayerWeights& w, const LayerKernels& kernels,
+                                  LayerWeights& grads, BlockLineGrads& d_lines) {
+  const UpdateParts p = forward_parts(memory, a, lines, w, kernels);
   const int64_t u = memory.size(0), N = memory.size(1), H = memory.size(2);
   const at::Tensor ig = p.gates.narrow(2, 0, H), fg = p.gates.narrow(2, H, H);
 
@@ -126,9 +76,9 @@ at::Tensor memory_update_backward(const at::Tensor& memory, const BlockAttention
   grads.w_gx.addmm_(d_xh_pre.t(), p.xh);
   d_mem.add_(at::mm(d_pre_rows, w.w_gm).view({u, N, H}).mul_(1 - p.tanh_mem * p.tanh_mem));
   // xh is the mean of the valid rows: each gets d_xh / n_valid
-  const at::Tensor n_valid = at::tensor(a.n_valid, grad_new.options().dtype(at::kLong)).to(grad_new.scalar_type());
-  scatter_add_block_rows(a, at::mm(d_xh_pre, w.w_gx).div_(n_valid.unsqueeze(1)).unsqueeze(1).expand({u, a.k, H}),
-                         d_lines.emb);
+  const at::Tensor n_valid = a.n_valid_index.to(grad_new.scalar_type());
+  kernels.scatter_add_block_rows(
+      a, at::mm(d_xh_pre, w.w_gx).div_(n_valid.unsqueeze(1)).unsqueeze(1).expand({u, a.k, H}), d_lines.emb);
 
   // Mt = LayerNorm_2(Y1 + relu(Y1 @ W_1^T + b_1) @ W_2^T + b_2)
   at::Tensor d_y2_in, d_ln2_w, d_ln2_b;
@@ -155,7 +105,7 @@ at::Tensor memory_update_backward(const at::Tensor& memory, const BlockAttention
 
   // attention of the memory queries over the block
   at::Tensor d_kv_emb, d_kv_hid;  // (u, k, 2H)
-  const at::Tensor d_qkv = block_attention_backward(a, p.qkv, lines.kv_emb, lines.kv_hid, p.probs,
+  const at::Tensor d_qkv = kernels.attention_backward(a, p.qkv, lines.kv_emb, lines.kv_hid, p.attn_saved,
                                                     at::mm(d_y1_in, w.w_o), d_kv_emb, d_kv_hid)
                                .view({u * N, 3 * H});
   // keys | values of the block rows are row @ W_kv^T + b_kv; rows in several blocks get several terms
@@ -165,9 +115,9 @@ at::Tensor memory_update_backward(const at::Tensor& memory, const BlockAttention
   for (auto [line, d_kv, d_line] : {std::tie(lines.emb, d_kv_emb, d_lines.emb),
                                     std::tie(lines.hid, d_kv_hid, d_lines.hid)}) {
     const at::Tensor d_kv_rows = d_kv.view({u * k, 2 * H});
-    g_w_kv.addmm_(d_kv_rows.t(), gather_block_rows(a, line).view({u * k, H}));
+    g_w_kv.addmm_(d_kv_rows.t(), kernels.gather_block_rows(a, line).view({u * k, H}));
     g_b_kv.add_(d_kv_rows.sum(0));
-    scatter_add_block_rows(a, at::mm(d_kv_rows, w_kv), d_line);
+    kernels.scatter_add_block_rows(a, at::mm(d_kv_rows, w_kv).view({u, k, H}), d_line);
   }
   grads.b_in.add_(d_qkv.sum(0));
   grads.w_in.addmm_(d_qkv.t(), p.mem_rows);

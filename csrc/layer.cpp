@@ -1,4 +1,4 @@
-// The layer over a whole sequence (csrc/cpu/layer.h), following ARCHITECTURE.md's plan:
+// The layer over a whole sequence (csrc/layer.h), following ARCHITECTURE.md's plan:
 // input-side GEMMs hoisted over all steps; the memory term of each chunk between memory
 // updates in one GEMM; per step one recurrent GEMM and one fused element-wise loop;
 // memory updates with N query rows and keys / values computed once per step; weight
@@ -6,12 +6,8 @@
 
 #include "layer.h"
 
-#include <ATen/Dispatch.h>
-#include <ATen/Parallel.h>
-
 #include <algorithm>
 
-#include "cell_rows.h"
 #include "memory_update.h"
 #include "schedule.h"
 
@@ -31,64 +27,23 @@ LayerWeights LayerWeights::from_list(const std::vector<at::Tensor>& ws) {
 
 namespace {
 
-// Element-wise work on fewer units than this per thread costs more in threading than it saves.
-constexpr int64_t kGrain = 8192;
-
-at::Tensor index_tensor(const std::vector<int64_t>& v) {
-  return at::tensor(v, at::TensorOptions().dtype(at::kLong));
+at::Tensor index_tensor(const std::vector<int64_t>& v, const at::Device& device) {
+  return at::tensor(v, at::TensorOptions().dtype(at::kLong)).to(device);
 }
 
-// The attention of the memory update after chunk.t1 of the elements chunk.event.
-BlockAttention attention_of(const Chunk& chunk, const int64_t* steps0, const LayerConfig& cfg) {
-  BlockAttention a{chunk.t1, chunk.event, {}, cfg.block_size, cfg.num_heads};
+// The memory blocks of the elements chunk.event, which update after step chunk.t1.
+BlockAttention attention_of(const Chunk& chunk, const int64_t* steps0, const LayerConfig& cfg,
+                            const at::Device& device) {
+  BlockAttention a{chunk.t1, chunk.event, {}, cfg.block_size, cfg.num_heads, {}, {}};
   for (int64_t b : chunk.event) a.n_valid.push_back(std::min(cfg.block_size, steps0[b] + chunk.t1 + 1));
+  a.elems_index = index_tensor(a.elems, device);
+  a.n_valid_index = index_tensor(a.n_valid, device);
   return a;
 }
 
 // rows (k, B) of the time line holding each element's final window: lengths[b] + j.
 at::Tensor final_window_rows(const at::Tensor& lengths, int64_t k) {
   return lengths.view({1, -1}) + at::arange(k, lengths.options()).view({-1, 1});
-}
-
-int64_t row_grain(int64_t H) { return std::max<int64_t>(1, kGrain / H); }
-
-template <typename scalar_t>
-void step_forward(int64_t t, int64_t B, int64_t H, int64_t G, const int64_t* len, const scalar_t* xw,
-                  const scalar_t* rec, const scalar_t* mc, scalar_t* h, scalar_t* c, scalar_t* gates,
-                  scalar_t* cells, scalar_t* out, scalar_t* h_row) {
-  at::parallel_for(0, B, row_grain(H), [&](int64_t begin, int64_t end) {
-    for (int64_t b = begin; b < end; ++b) {
-      const int64_t o = b * H;
-      if (t < len[b]) {
-        forward_row(H, xw + b * G, rec + 4 * o, mc + o, h + o, c + o, gates + 4 * o, cells + o, out + o, h_row + o);
-      } else {  // inactive: the state stays, the output stays 0
-        std::fill(gates + 4 * o, gates + 4 * o + 4 * H, scalar_t(0));
-        std::copy(c + o, c + o + H, cells + o);
-        std::copy(h + o, h + o + H, h_row + o);
-      }
-    }
-  });
-}
-
-// One step backward. dh holds the gradient reaching h' from later steps (the output's and
-// the windows' are added here). Writes da (B, 4H; rows da_stride apart) and dmc (B, H), and turns dc into the
-// gradient of the previous cell. Inactive elements pass dh and dc on.
-template <typename scalar_t>
-void step_backward(int64_t t, int64_t B, int64_t H, const int64_t* len, const scalar_t* gates, const scalar_t* c_prev,
-                   const scalar_t* cells, const scalar_t* d_out, const scalar_t* d_h_row, const scalar_t* dh,
-                   scalar_t* dc, scalar_t* da, int64_t da_stride, scalar_t* dmc) {
-  at::parallel_for(0, B, row_grain(H), [&](int64_t begin, int64_t end) {
-    for (int64_t b = begin; b < end; ++b) {
-      const int64_t o = b * H;
-      if (t < len[b]) {
-        backward_row(H, gates + 4 * o, c_prev + o, cells + o, dh + o, d_out + o, d_h_row + o, dc + o,
-                     da + b * da_stride, dmc + o);
-      } else {
-        std::fill(da + b * da_stride, da + b * da_stride + 4 * H, scalar_t(0));
-        std::fill(dmc + o, dmc + o + H, scalar_t(0));
-      }
-    }
-  });
 }
 
 struct Dims {
@@ -101,12 +56,14 @@ struct Dims {
 }  // namespace
 
 LayerForward layer_forward(const at::Tensor& x, const at::Tensor& lengths, const LayerState& init,
-                           const LayerWeights& w, const LayerConfig& cfg) {
+                           const LayerWeights& w, const LayerConfig& cfg, const LayerKernels& kernels) {
   const Dims d(x, init.memory, cfg);
   const int64_t T = d.T, B = d.B, H = d.H, N = d.N, NH = d.NH, k = d.k;
-  const int64_t* steps0 = init.steps.data_ptr<int64_t>();
-  const int64_t* len = lengths.data_ptr<int64_t>();
-  const Schedule schedule(steps0, len, B, T, d.s);
+  const at::Device device = x.device();
+  // The schedule is planned on the host: one copy of steps and lengths per call.
+  const at::Tensor steps_host = init.steps.cpu(), len_host = lengths.cpu();
+  const int64_t* steps0 = steps_host.data_ptr<int64_t>();
+  const Schedule schedule(steps0, len_host.data_ptr<int64_t>(), B, T, d.s);
 
   // Every input-side term at once: gates | memory gate | embedding, (T, B, G).
   const at::Tensor xw = at::addmm(w.b_x, x.reshape({T * B, d.D}), w.w_x.t()).view({T, B, d.G});
@@ -145,27 +102,21 @@ LayerForward layer_forward(const at::Tensor& x, const at::Tensor& lengths, const
     const at::Tensor mc = at::mm(rm.view({j * B, NH}), w.w_mc.t()).view({j, B, H});
     for (int64_t t = t0; t <= chunk.t1; ++t) {
       at::mm_out(rec, h, w.w_hh.t());
-      AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "nrnm_step_forward", [&] {
-        const int64_t BH = B * H;
-        step_forward<scalar_t>(t, B, H, d.G, len, xw.data_ptr<scalar_t>() + t * B * d.G, rec.data_ptr<scalar_t>(),
-                               mc.data_ptr<scalar_t>() + (t - t0) * BH, h.data_ptr<scalar_t>(),
-                               c.data_ptr<scalar_t>(), saved.gates.data_ptr<scalar_t>() + 4 * t * BH,
-                               saved.cells.data_ptr<scalar_t>() + t * BH, output.data_ptr<scalar_t>() + t * BH,
-                               saved.h_line.data_ptr<scalar_t>() + (k + t) * BH);
-      });
+      kernels.step_forward({t, lengths, xw[t], rec, mc[t - t0], h, c, saved.gates[t], saved.cells[t], output[t],
+                            saved.h_line[k + t]});
     }
     kv_h_rows = kv_h.narrow(0, k + t0, j).view({j * B, 2 * H});
     at::addmm_out(kv_h_rows, b_kv, saved.h_line.narrow(0, k + t0, j).view({j * B, H}), w_kv.t());
     if (chunk.event.empty()) continue;
 
-    const at::Tensor idx = index_tensor(chunk.event);
-    const at::Tensor new_mem =
-        memory_update_forward(mem.index_select(0, idx), attention_of(chunk, steps0, cfg), lines, w);
+    const BlockAttention a = attention_of(chunk, steps0, cfg, device);
+    const at::Tensor& idx = a.elems_index;
+    const at::Tensor new_mem = memory_update_forward(mem.index_select(0, idx), a, lines, w, kernels);
     mem.index_copy_(0, idx, new_mem);
     mr.index_copy_(0, idx, at::mm(new_mem.view({-1, NH}), w.w_mr.t()));
     std::vector<int64_t> slots;  // (segment, element) rows of saved.memories viewed as ((E + 1) * B, N, H)
     for (int64_t b : chunk.event) slots.push_back(++segment[b] * B + b);
-    saved.memories.view({-1, N, H}).index_copy_(0, index_tensor(slots), new_mem);
+    saved.memories.view({-1, N, H}).index_copy_(0, index_tensor(slots, device), new_mem);
   }
 
   const at::Tensor rows = final_window_rows(lengths, k).unsqueeze(-1).expand({k, B, H});
@@ -179,11 +130,13 @@ LayerForward layer_forward(const at::Tensor& x, const at::Tensor& lengths, const
 
 LayerGrads layer_backward(const at::Tensor& grad_output, const LayerState& grad_final, const at::Tensor& x,
                           const at::Tensor& lengths, const LayerState& init, const LayerSaved& saved,
-                          const LayerWeights& w, const LayerConfig& cfg) {
+                          const LayerWeights& w, const LayerConfig& cfg, const LayerKernels& kernels) {
   const Dims d(x, saved.memories[0], cfg);
   const int64_t T = d.T, B = d.B, H = d.H, N = d.N, NH = d.NH, k = d.k;
-  const int64_t* steps0 = init.steps.data_ptr<int64_t>();
-  const int64_t* len = lengths.data_ptr<int64_t>();
+  const at::Device device = x.device();
+  const at::Tensor steps_host = init.steps.cpu(), len_host = lengths.cpu();
+  const int64_t* steps0 = steps_host.data_ptr<int64_t>();
+  const int64_t* len = len_host.data_ptr<int64_t>();
   const Schedule schedule(steps0, len, B, T, d.s);
   auto zeros = [&](at::IntArrayRef shape) { return at::zeros(shape, x.options()); };
   auto grad_or_zeros = [&](const at::Tensor& g, at::IntArrayRef shape) {
@@ -227,7 +180,7 @@ LayerGrads layer_backward(const at::Tensor& grad_output, const LayerState& grad_
   auto memory_of = [&](const std::vector<int64_t>& elems) {
     std::vector<int64_t> slots;
     for (int64_t b : elems) slots.push_back(segment[b] * B + b);
-    return saved.memories.view({-1, N, H}).index_select(0, index_tensor(slots));
+    return saved.memories.view({-1, N, H}).index_select(0, index_tensor(slots, device));
   };
   std::vector<int64_t> all(B);
   for (int64_t b = 0; b < B; ++b) all[b] = b;
@@ -238,7 +191,8 @@ LayerGrads layer_backward(const at::Tensor& grad_output, const LayerState& grad_
     const Chunk& chunk = *it;
     const int64_t t0 = chunk.t0, t1 = chunk.t1, j = t1 - t0 + 1;
     if (!chunk.event.empty()) {
-      const at::Tensor idx = index_tensor(chunk.event);
+      const BlockAttention a = attention_of(chunk, steps0, cfg, device);
+      const at::Tensor& idx = a.elems_index;
       const int64_t u = idx.size(0);
       // The updated memory feeds later memory terms directly and through m @ W_mr^T.
       const at::Tensor d_mr_u = d_mr.index_select(0, idx);
@@ -248,24 +202,15 @@ LayerGrads layer_backward(const at::Tensor& grad_output, const LayerState& grad_
 
       for (int64_t b : chunk.event) --segment[b];
       const at::Tensor before = memory_of(chunk.event);
-      d_mem.index_copy_(0, idx, memory_update_backward(before, attention_of(chunk, steps0, cfg), lines, grad_new,
-                                                       w, grads.w, d_lines));
+      d_mem.index_copy_(0, idx, memory_update_backward(before, a, lines, grad_new, w, kernels, grads.w, d_lines));
       mem.index_copy_(0, idx, before);
       mr.index_copy_(0, idx, at::mm(before.view({u, NH}), w.w_mr.t()));
     }
 
     at::Tensor d_mc = at::empty({j, B, H}, x.options());  // gradient of the chunk's memory term
     for (int64_t t = t1; t >= t0; --t) {
-      AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "nrnm_step_backward", [&] {
-        const int64_t BH = B * H;
-        const scalar_t* c_prev =
-            t > 0 ? saved.cells.data_ptr<scalar_t>() + (t - 1) * BH : init.c.data_ptr<scalar_t>();
-        step_backward<scalar_t>(t, B, H, len, saved.gates.data_ptr<scalar_t>() + 4 * t * BH, c_prev,
-                                saved.cells.data_ptr<scalar_t>() + t * BH, d_out.data_ptr<scalar_t>() + t * BH,
-                                d_h_line.data_ptr<scalar_t>() + (k + t) * BH, dh.data_ptr<scalar_t>(),
-                                dc.data_ptr<scalar_t>(), d_xw.data_ptr<scalar_t>() + t * B * d.G, d.G,
-                                d_mc.data_ptr<scalar_t>() + (t - t0) * BH);
-      });
+      kernels.step_backward({t, lengths, saved.gates[t], t > 0 ? saved.cells[t - 1] : init.c, saved.cells[t],
+                             d_out[t], d_h_line[k + t], dh, dc, d_xw[t], d_mc[t - t0]});
       at::mm_out(dh_rec, d_gates[t], w.w_hh);
       bool all_active = true;
       for (int64_t b = 0; b < B; ++b) all_active = all_active && t < len[b];

@@ -1,0 +1,130 @@
+#include "kernels.h"
+
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+
+#include "../block_rows.h"
+#include "../triton_attention.h"
+#include "block_attention.h"
+#include "cell_rows.h"
+
+namespace nrnm {
+namespace {
+
+// Element-wise work on fewer units than this per thread costs more in threading than it saves.
+constexpr int64_t kGrain = 8192;
+
+int64_t row_grain(int64_t H) { return std::max<int64_t>(1, kGrain / H); }
+
+void step_forward(const StepForward& s) {
+  const int64_t B = s.h.size(0), H = s.h.size(1), xw_stride = s.xw.stride(0);
+  const int64_t* len = s.lengths.data_ptr<int64_t>();
+  AT_DISPATCH_FLOATING_TYPES(s.h.scalar_type(), "nrnm_step_forward", [&] {
+    const scalar_t *xw = s.xw.data_ptr<scalar_t>(), *rec = s.rec.data_ptr<scalar_t>(),
+                   *mc = s.mc.data_ptr<scalar_t>();
+    scalar_t *h = s.h.data_ptr<scalar_t>(), *c = s.c.data_ptr<scalar_t>(), *gates = s.gates.data_ptr<scalar_t>(),
+             *cells = s.cells.data_ptr<scalar_t>(), *out = s.out.data_ptr<scalar_t>(),
+             *h_row = s.h_row.data_ptr<scalar_t>();
+    at::parallel_for(0, B, row_grain(H), [&](int64_t begin, int64_t end) {
+      for (int64_t b = begin; b < end; ++b) {
+        const int64_t o = b * H;
+        if (s.t < len[b]) {
+          forward_row(H, xw + b * xw_stride, rec + 4 * o, mc + o, h + o, c + o, gates + 4 * o, cells + o, out + o,
+                      h_row + o);
+        } else {
+          std::fill(gates + 4 * o, gates + 4 * o + 4 * H, scalar_t(0));
+          std::copy(c + o, c + o + H, cells + o);
+          std::copy(h + o, h + o + H, h_row + o);
+        }
+      }
+    });
+  });
+}
+
+void step_backward(const StepBackward& s) {
+  const int64_t B = s.dh.size(0), H = s.dh.size(1), da_stride = s.da.stride(0);
+  const int64_t* len = s.lengths.data_ptr<int64_t>();
+  AT_DISPATCH_FLOATING_TYPES(s.dh.scalar_type(), "nrnm_step_backward", [&] {
+    const scalar_t *gates = s.gates.data_ptr<scalar_t>(), *c_prev = s.c_prev.data_ptr<scalar_t>(),
+                   *cells = s.cells.data_ptr<scalar_t>(), *d_out = s.d_out.data_ptr<scalar_t>(),
+                   *d_h_row = s.d_h_row.data_ptr<scalar_t>(), *dh = s.dh.data_ptr<scalar_t>();
+    scalar_t *dc = s.dc.data_ptr<scalar_t>(), *da = s.da.data_ptr<scalar_t>(), *dmc = s.dmc.data_ptr<scalar_t>();
+    at::parallel_for(0, B, row_grain(H), [&](int64_t begin, int64_t end) {
+      for (int64_t b = begin; b < end; ++b) {
+        const int64_t o = b * H;
+        if (s.t < len[b]) {
+          backward_row(H, gates + 4 * o, c_prev + o, cells + o, dh + o, d_out + o, d_h_row + o, dc + o,
+                       da + b * da_stride, dmc + o);
+        } else {  // inactive: dh and dc pass on unchanged
+          std::fill(da + b * da_stride, da + b * da_stride + 4 * H, scalar_t(0));
+          std::fill(dmc + o, dmc + o + H, scalar_t(0));
+        }
+      }
+    });
+  });
+}
+
+at::Tensor block_mean(const BlockAttention& a, const at::Tensor& emb) {
+  const int64_t u = static_cast<int64_t>(a.elems.size()), B = emb.size(1), H = emb.size(2), k = a.k;
+  at::Tensor xh = at::zeros({u, H}, emb.options());
+  AT_DISPATCH_FLOATING_TYPES(emb.scalar_type(), "nrnm_block_mean", [&] {
+    const scalar_t* e = emb.data_ptr<scalar_t>();
+    scalar_t* out = xh.data_ptr<scalar_t>();
+    for (int64_t i = 0; i < u; ++i) {
+      for (int64_t r = k - a.n_valid[i]; r < k; ++r) {
+        const scalar_t* row = e + ((a.t + 1 + r) * B + a.elems[i]) * H;
+        for (int64_t d = 0; d < H; ++d) out[i * H + d] += row[d];
+      }
+      for (int64_t d = 0; d < H; ++d) out[i * H + d] /= static_cast<scalar_t>(a.n_valid[i]);
+    }
+  });
+  return xh;
+}
+
+at::Tensor gather_block_rows(const BlockAttention& a, const at::Tensor& line) {
+  const int64_t u = static_cast<int64_t>(a.elems.size()), B = line.size(1), H = line.size(2), k = a.k;
+  at::Tensor rows = at::empty({u, k, H}, line.options());
+  AT_DISPATCH_FLOATING_TYPES(line.scalar_type(), "nrnm_gather_block_rows", [&] {
+    const scalar_t* src = line.data_ptr<scalar_t>();
+    scalar_t* dst = rows.data_ptr<scalar_t>();
+    for (int64_t i = 0; i < u; ++i)
+      for (int64_t r = 0; r < k; ++r)
+        std::copy_n(src + ((a.t + 1 + r) * B + a.elems[i]) * H, H, dst + (i * k + r) * H);
+  });
+  return rows;
+}
+
+void scatter_add_block_rows(const BlockAttention& a, const at::Tensor& rows, at::Tensor& line) {
+  const int64_t u = static_cast<int64_t>(a.elems.size()), B = line.size(1), H = line.size(2), k = a.k;
+  const at::Tensor src_rows = rows.contiguous();
+  AT_DISPATCH_FLOATING_TYPES(line.scalar_type(), "nrnm_scatter_add_block_rows", [&] {
+    const scalar_t* src = src_rows.data_ptr<scalar_t>();
+    scalar_t* dst = line.data_ptr<scalar_t>();
+    for (int64_t i = 0; i < u; ++i)
+      for (int64_t r = k - a.n_valid[i]; r < k; ++r) {
+        scalar_t* row = dst + ((a.t + 1 + r) * B + a.elems[i]) * H;
+        const scalar_t* g = src + (i * k + r) * H;
+        for (int64_t d = 0; d < H; ++d) row[d] += g[d];
+      }
+  });
+}
+
+}  // namespace
+
+const LayerKernels& cpu_kernels(bool triton_attention) {
+  static const LayerKernels native{step_forward,        step_backward,          block_attention_forward,
+                                   block_attention_backward, gather_block_rows, scatter_add_block_rows,
+                                   block_mean};
+  static const LayerKernels triton{step_forward,
+                                   step_backward,
+                                   triton_attention_forward,
+                                   triton_attention_backward,
+                                   indexed::gather_block_rows,
+                                   indexed::scatter_add_block_rows,
+                                   indexed::block_mean};
+  return triton_attention ? triton : native;
+}
+
+}  // namespace nrnm

@@ -1,0 +1,14 @@
+// The CPU's LayerKernels (csrc/layer_kernels.h): at::parallel_for loops over batch rows
+// and over (element, head) pairs.
+#pragma once
+
+#include "../layer_kernels.h"
+
+namespace nrnm {
+
+// The CPU table; with triton_attention the memory update's attention runs through the
+// Triton kernels (csrc/triton_attention.h) and the block rows through ATen index ops, as on
+// the GPU, so that the Triton interpreter exercises the GPU's path on CPU tensors.
+const LayerKernels& cpu_kernels(bool triton_attention);
+
+}  // namespace nrnm

@@ -1,0 +1,76 @@
+// The device-specific pieces of one NRNM layer, as a table of functions, so that one
+// orchestration (csrc/layer.cpp: schedule, GEMMs, memory updates, backward) runs on every
+// device. Tables: csrc/cpu/kernels.h (CPU loops), csrc/cuda/kernels.cpp (CUDA kernels),
+// and either may take its attention from the Triton kernels (csrc/triton_attention.h).
+//
+// Shapes: T steps, B batch, H hidden, N memory slots, G columns of the hoisted input GEMM
+// (gates first), u updating elements, k block size, nh heads.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <vector>
+
+namespace nrnm {
+
+// The memory blocks of the elements that update after step t.
+struct BlockAttention {
+  int64_t t;                     // the step after which the elements update
+  std::vector<int64_t> elems;    // (u,) batch indices of the updating elements
+  std::vector<int64_t> n_valid;  // (u,) rows of each block that exist, min(k, tau)
+  int64_t k, num_heads;
+  at::Tensor elems_index;        // (u,) int64 on the layer's device: elems
+  at::Tensor n_valid_index;      // (u,) int64 on the layer's device: n_valid
+};
+
+// One recurrence step of every element (csrc/nrnm_cell.h per unit). Element b is active
+// when t < lengths[b]; inactive elements keep h and c, get zero gates, the old cell in
+// `cells`, the old h in `h_row`, and an untouched output row.
+struct StepForward {
+  int64_t t;
+  at::Tensor lengths;  // (B,) int64 on the layer's device
+  at::Tensor xw;       // (B, G) row-strided view: columns [0, 4H) are the input-side gate pre-activations
+  at::Tensor rec;      // (B, 4H) h @ W_hh^T
+  at::Tensor mc;       // (B, H) memory term
+  at::Tensor h, c;     // (B, H) state, updated in place
+  at::Tensor gates;    // (B, 4H) out: sigma(i), sigma(f), tanh(g), sigma(o)
+  at::Tensor cells;    // (B, H) out: the new cell
+  at::Tensor out;      // (B, H) out: h' (the layer output row of step t)
+  at::Tensor h_row;    // (B, H) out: h' (the hidden time line's row of step t)
+};
+
+// Backward of one step: dh (from later steps) + d_out + d_h_row reaches h'.
+struct StepBackward {
+  int64_t t;
+  at::Tensor lengths;           // (B,)
+  at::Tensor gates, c_prev, cells;  // (B, 4H), (B, H), (B, H) as saved by the forward
+  at::Tensor d_out, d_h_row, dh;    // (B, H)
+  at::Tensor dc;                // (B, H) in: of the new cell; out: of the previous cell
+  at::Tensor da;                // (B, G) row-strided view: out columns [0, 4H), 0 where inactive
+  at::Tensor dmc;               // (B, H) out, 0 where inactive
+};
+
+struct LayerKernels {
+  void (*step_forward)(const StepForward& s);
+  void (*step_backward)(const StepBackward& s);
+
+  // Attention of the N memory queries over the N + 2k keys of each block, keys and values
+  // read in place from the time lines kv_emb, kv_hid (k + T, B, 2H) (row k + t holds step t);
+  // qkv (u, N, 3H). Returns (u, N, H) and sets `saved` to what the backward needs.
+  at::Tensor (*attention_forward)(const BlockAttention& a, const at::Tensor& qkv, const at::Tensor& kv_emb,
+                                  const at::Tensor& kv_hid, at::Tensor& saved);
+  // Given d_out (u, N, H): returns d_qkv (u, N, 3H) and sets d_kv_emb, d_kv_hid (u, k, 2H),
+  // the gradients of each block row's key | value, oldest first, 0 where masked.
+  at::Tensor (*attention_backward)(const BlockAttention& a, const at::Tensor& qkv, const at::Tensor& kv_emb,
+                                   const at::Tensor& kv_hid, const at::Tensor& saved, const at::Tensor& d_out,
+                                   at::Tensor& d_kv_emb, at::Tensor& d_kv_hid);
+
+  // The block rows (u, k, H) of a time line (k + T, B, H): rows t + 1 .. t + k of each element.
+  at::Tensor (*gather_block_rows)(const BlockAttention& a, const at::Tensor& line);
+  // Adds the valid block rows (u, k, H) to their rows of a time line (k + T, B, H).
+  void (*scatter_add_block_rows)(const BlockAttention& a, const at::Tensor& rows, at::Tensor& line);
+  // (u, H): the mean of each block's valid rows of a time line (k + T, B, H).
+  at::Tensor (*block_mean)(const BlockAttention& a, const at::Tensor& line);
+};
+
+}  // namespace nrnm

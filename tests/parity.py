@@ -1,0 +1,49 @@
+"""Parity of a fast backend with the reference: the configurations and the comparison.
+
+Random inputs, random states with per-element steps, random lengths, random
+upstream gradients on the output and on every final-state tensor; every output,
+final state and gradient is compared.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from helpers import random_model
+from nrnm_fast import NRNMState
+from nrnm_fast.testing import max_relative_error, outputs_and_grads
+
+# (T, B, L, block_size, stride, num_slots, num_heads, lengths, steps); H = 8, D = 5
+CASES = {
+    "T1": (1, 3, 1, 4, 2, 2, 2, None, [0, 1, 3]),
+    "T3-stride1": (3, 1, 1, 2, 1, 1, 1, None, [0]),
+    "T17-s-divides-k": (17, 3, 2, 6, 3, 2, 4, [17, 9, 9], [0, 0, 0]),
+    "T17-s-not-dividing-k": (17, 3, 1, 5, 3, 3, 2, [1, 17, 12], [2, 7, 0]),
+    "T50-s-equals-k": (50, 3, 1, 4, 4, 1, 4, [50, 31, 1], [0, 5, 2]),
+    "T50-two-layers": (50, 3, 2, 8, 4, 2, 2, [50, 50, 20], [3, 0, 9]),
+    "T17-B1-streamed": (17, 1, 2, 3, 2, 3, 1, None, [11]),
+    "T3-k1": (3, 3, 1, 1, 1, 2, 2, [3, 1, 2], [0, 4, 1]),
+}
+
+
+def run_case(backend: str, dtype: torch.dtype, case, device: str = "cpu") -> dict:
+    """Every output and gradient of one case (drawn in float64 on the CPU, then cast and moved)."""
+    T, B, L, k, s, N, nh, lengths, steps = case
+    model = random_model(5, 8, num_layers=L, block_size=k, stride=s, num_slots=N, num_heads=nh,
+                         backend=backend).to(device=device, dtype=dtype)
+    gen = torch.Generator().manual_seed(7)
+    x = torch.randn(T, B, 5, generator=gen, dtype=torch.float64).to(device=device, dtype=dtype)
+    zero = model.initial_state(B)
+    state = NRNMState(*(torch.randn(t.shape, generator=gen, dtype=torch.float64).to(t) * 0.5 for t in zero[:5]),
+                      torch.tensor(steps, device=device))
+    lengths = None if lengths is None else torch.tensor(lengths, device=device)
+    return outputs_and_grads(model, x, state, lengths, seed=11)
+
+
+def assert_matches(actual: dict, expected: dict, tol: float):
+    assert actual.keys() == expected.keys()
+    worst = {name: max_relative_error(actual[name], e) for name, e in expected.items()}
+    bad = {name: err for name, err in worst.items() if not err <= tol}
+    assert not bad, f"relative errors above {tol}: {bad}"
+    nonzero = [name for name, e in expected.items() if e.is_floating_point() and e.abs().max() > 0]
+    assert len(nonzero) > 0.8 * len(expected), "the comparison must not be between zeros"
