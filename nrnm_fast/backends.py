@@ -125,6 +125,6 @@ def layer_function(backend: str, device: torch.device, dtype: torch.dtype) -> tu
                         f"backend='reference' or convert the model and input)")
     if backend == "cpu":
         return "cpu", LAYER_OPS.cpu_layer
-    from . import triton_attention  # noqa: F401  (registers the Triton kernels the C++ layer calls)
+    from . import triton_attention  # imported here: it imports triton, and registers the kernels the C++ layer calls
 
-    return backend, LAYER_OPS.triton_layer
+    return backend, triton_attention.triton_layer

@@ -3,8 +3,8 @@
 Importing this module loads the extension ``nrnm_fast._C`` (which registers the
 ops' schemas and their CPU kernels, and CUDA kernels when built with CUDA) and
 registers their fake kernels and autograd formula, so that ``torch.compile``
-traces them and ``torch.library.opcheck`` can test them. :func:`cpu_layer` and
-:func:`triton_layer` have the signature of every backend.
+traces them and ``torch.library.opcheck`` can test them. :func:`cpu_layer` has the
+signature of every backend (:func:`nrnm_fast.triton_attention.triton_layer` too).
 """
 
 from __future__ import annotations
@@ -41,10 +41,11 @@ def pack_weights(w: LayerWeights) -> list[Tensor]:
     ]
 
 
-def _layer(
+def run_layer(
     x: Tensor, lengths: Optional[Tensor], state: LayerState, w: LayerWeights, config: LayerConfig,
     triton_attention: bool,
 ) -> tuple[Tensor, LayerState]:
+    """One layer with the C++ op; ``triton_attention`` runs the memory update's attention in Triton."""
     T, B, _ = x.shape
     if lengths is None:
         lengths = torch.full((B,), T, dtype=torch.int64, device=x.device)
@@ -56,15 +57,7 @@ def cpu_layer(
     x: Tensor, lengths: Optional[Tensor], state: LayerState, w: LayerWeights, config: LayerConfig
 ) -> tuple[Tensor, LayerState]:
     """One layer with the C++ op and the device's own attention; see :func:`nrnm_fast.reference.nrnm_layer`."""
-    return _layer(x, lengths, state, w, config, triton_attention=False)
-
-
-def triton_layer(
-    x: Tensor, lengths: Optional[Tensor], state: LayerState, w: LayerWeights, config: LayerConfig
-) -> tuple[Tensor, LayerState]:
-    """One layer with the C++ op and the memory update's attention in Triton (the GPU path; on CPU
-    tensors under ``TRITON_INTERPRET=1``); needs :mod:`nrnm_fast.triton_attention` imported."""
-    return _layer(x, lengths, state, w, config, triton_attention=True)
+    return run_layer(x, lengths, state, w, config, triton_attention=False)
 
 
 @torch.library.register_fake("nrnm_fast::layer_forward")
