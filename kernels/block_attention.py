@@ -153,6 +153,33 @@ def _store_mixed_rows3(dst_ptr, dst_rows, dst_ok, w1, src1_ptr, rows1, ok1, w2, 
 
 
 @triton.jit
+def _program_rows(elems_ptr, n_valid_ptr, t, B, N, H, NUM_HEADS, HEAD_DIM, K, BLOCK_N: tl.constexpr,
+                  BLOCK_K: tl.constexpr):  # fmt: skip
+    """This program's (element i, head h) and the element offsets of its rows' first column of the head.
+
+    Returns i, h; rn (BLOCK_N,) query / memory-key rows and rk (BLOCK_K,) block rows; masks n_ok (rows < N),
+    k_in (rows < k) and k_ok (block rows that exist); H as int64; head_col = h * dh; mem_row, the rows of
+    qkv (q at +0, key at +H, value at +2H); line_row, the block's rows of the time lines (key at +0, value
+    at +H).
+    """
+    pid = tl.program_id(0)
+    i = (pid // NUM_HEADS).to(tl.int64)
+    h = pid % NUM_HEADS
+    b = tl.load(elems_ptr + i).to(tl.int64)
+    first = K - tl.load(n_valid_ptr + i).to(tl.int32)  # first existing block row
+    rn = tl.arange(0, BLOCK_N)
+    rk = tl.arange(0, BLOCK_K)
+    n_ok = rn < N
+    k_in = rk < K
+    k_ok = (rk >= first) & k_in
+    H64 = tl.cast(H, tl.int64)
+    head_col = h * HEAD_DIM
+    mem_row = (i * N + rn) * (3 * H64) + head_col
+    line_row = ((t + 1 + rk).to(tl.int64) * B + b) * (2 * H64) + head_col
+    return i, h, rn, rk, n_ok, k_in, k_ok, H64, head_col, mem_row, line_row
+
+
+@triton.jit
 def _block_attention_fwd_kernel(
     qkv_ptr,  # (u, N, 3H)
     kv_emb_ptr,  # (k + T, B, 2H)
@@ -173,22 +200,8 @@ def _block_attention_fwd_kernel(
     BLOCK_K: tl.constexpr,
     BLOCK_D: tl.constexpr,
 ):
-    pid = tl.program_id(0)
-    i = (pid // NUM_HEADS).to(tl.int64)
-    h = pid % NUM_HEADS
-    b = tl.load(elems_ptr + i).to(tl.int64)
-    first = K - tl.load(n_valid_ptr + i).to(tl.int32)  # first existing block row
-
-    rn = tl.arange(0, BLOCK_N)  # query rows / memory-key rows
-    rk = tl.arange(0, BLOCK_K)  # block rows
-    n_ok = rn < N
-    k_in = rk < K
-    k_ok = (rk >= first) & k_in
-
-    H64 = tl.cast(H, tl.int64)
-    head_col = h * HEAD_DIM
-    mem_row = (i * N + rn) * (3 * H64) + head_col  # q at +0, key at +H, value at +2H
-    line_row = ((t + 1 + rk).to(tl.int64) * B + b) * (2 * H64) + head_col  # key at +0, value at +H
+    i, h, rn, rk, n_ok, k_in, k_ok, H64, head_col, mem_row, line_row = _program_rows(
+        elems_ptr, n_valid_ptr, t, B, N, H, NUM_HEADS, HEAD_DIM, K, BLOCK_N, BLOCK_K)
 
     # Scores over the N memory keys, the k embedding keys and the k hidden keys.
     s_m = _row_products(qkv_ptr, mem_row, n_ok, qkv_ptr + H64, mem_row, n_ok, HEAD_DIM, CDT, BLOCK_N, BLOCK_N, BLOCK_D)
@@ -249,22 +262,8 @@ def _block_attention_bwd_kernel(
     BLOCK_K: tl.constexpr,
     BLOCK_D: tl.constexpr,
 ):
-    pid = tl.program_id(0)
-    i = (pid // NUM_HEADS).to(tl.int64)
-    h = pid % NUM_HEADS
-    b = tl.load(elems_ptr + i).to(tl.int64)
-    first = K - tl.load(n_valid_ptr + i).to(tl.int32)
-
-    rn = tl.arange(0, BLOCK_N)
-    rk = tl.arange(0, BLOCK_K)
-    n_ok = rn < N
-    k_in = rk < K
-    k_ok = (rk >= first) & k_in
-
-    H64 = tl.cast(H, tl.int64)
-    head_col = h * HEAD_DIM
-    mem_row = (i * N + rn) * (3 * H64) + head_col
-    line_row = ((t + 1 + rk).to(tl.int64) * B + b) * (2 * H64) + head_col
+    i, h, rn, rk, n_ok, k_in, k_ok, H64, head_col, mem_row, line_row = _program_rows(
+        elems_ptr, n_valid_ptr, t, B, N, H, NUM_HEADS, HEAD_DIM, K, BLOCK_N, BLOCK_K)
     out_row = (i * N + rn) * H64 + head_col  # rows of d_out
     blk_row = (i * K + rk) * (2 * H64) + head_col  # rows of d_kv_emb / d_kv_hid
 
