@@ -94,6 +94,8 @@ LayerForward layer_forward(const at::Tensor& x, const at::Tensor& lengths, const
   at::Tensor h = init.h.clone(), c = init.c.clone();
   at::Tensor output = at::zeros({T, B, H}, x.options());
   at::Tensor rec = at::empty({B, 4 * H}, x.options());
+  // Small GEMMs run up to 2x faster on a row-major right operand than on a transposed view (MKL).
+  const at::Tensor w_hh_t = w.w_hh.t().contiguous();  // (H, 4H)
 
   for (const Chunk& chunk : schedule.chunks) {
     const int64_t t0 = chunk.t0, j = chunk.t1 - chunk.t0 + 1;
@@ -101,7 +103,7 @@ LayerForward layer_forward(const at::Tensor& x, const at::Tensor& lengths, const
     const at::Tensor rm = rx.narrow(0, t0, j).add(mr).sigmoid_().mul_(mem.view({1, B, NH}));
     const at::Tensor mc = at::mm(rm.view({j * B, NH}), w.w_mc.t()).view({j, B, H});
     for (int64_t t = t0; t <= chunk.t1; ++t) {
-      at::mm_out(rec, h, w.w_hh.t());
+      at::mm_out(rec, h, w_hh_t);
       kernels.step_forward({t, lengths, xw[t], rec, mc[t - t0], h, c, saved.gates[t], saved.cells[t], output[t],
                             saved.h_line[k + t]});
     }

@@ -37,7 +37,9 @@ class NRNM(nn.Module):
         num_heads: attention heads in the memory update.
         mlp_size: F, hidden features of the memory MLP (default H).
         backend: ``"auto"`` (fastest available for the input's device), ``"reference"``,
-            ``"cpu"``, ``"cuda"`` or ``"triton"``.
+            ``"cpu"``, ``"cuda"`` or ``"triton"`` (the Triton attention: on CUDA the ``"cuda"``
+            path, on CPU tensors its test under ``TRITON_INTERPRET=1``); see
+            :mod:`nrnm_fast.backends`.
         device, dtype: where and how the parameters are created, as for ``nn.LSTM``.
 
     Shapes: ``forward(input, state=None, lengths=None)`` takes input (T, B, D) (or

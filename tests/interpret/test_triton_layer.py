@@ -48,3 +48,9 @@ def test_triton_layer_gradcheck():
         return out, h, c
 
     assert torch.autograd.gradcheck(f, (x, weight), eps=1e-6, atol=1e-7, rtol=1e-5, fast_mode=True)
+
+
+def test_block_larger_than_the_kernels_tiles_is_a_value_error():
+    model = random_model(3, 4, block_size=40, stride=4, num_heads=2, backend="triton")
+    with pytest.raises(ValueError, match=r"block_size must be in 1\.\.32"):
+        model(torch.randn(5, 2, 3, dtype=torch.float64))
