@@ -174,6 +174,7 @@ LayerGrads layer_backward(const at::Tensor& grad_output, const LayerState& grad_
   at::Tensor d_xw = at::empty({T, B, d.G}, x.options());
   const at::Tensor d_gates = d_xw.narrow(2, 0, 4 * H), d_rx = d_xw.narrow(2, 4 * H, NH);
   at::Tensor dh_rec = at::empty({B, H}, x.options());
+  const at::Tensor active = at::arange(T, lengths.options()).unsqueeze(1) < lengths.unsqueeze(0);  // (T, B)
 
   // Memory of each element after its last update, walked back through saved.memories.
   std::vector<int64_t> segment(B, 0);
@@ -214,13 +215,13 @@ LayerGrads layer_backward(const at::Tensor& grad_output, const LayerState& grad_
       kernels.step_backward({t, lengths, saved.gates[t], t > 0 ? saved.cells[t - 1] : init.c, saved.cells[t],
                              d_out[t], d_h_line[k + t], dh, dc, d_xw[t], d_mc[t - t0]});
       at::mm_out(dh_rec, d_gates[t], w.w_hh);
+      // Inactive elements pass dh on: one masked copy (one kernel on a GPU) unless all are active.
       bool all_active = true;
       for (int64_t b = 0; b < B; ++b) all_active = all_active && t < len[b];
       if (all_active) {
         std::swap(dh, dh_rec);
       } else {
-        for (int64_t b = 0; b < B; ++b)
-          if (t < len[b]) dh[b].copy_(dh_rec[b]);
+        dh.copy_(at::where(active[t].unsqueeze(1), dh_rec, dh));
       }
     }
 
