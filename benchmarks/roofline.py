@@ -78,14 +78,14 @@ def forward_prediction(shape: Shape, block_size: int = MEMORY["block_size"], str
 
 
 def table() -> str:
-    lines = ["| shape | GFLOP | MB moved | roofline ms | GPU ms (with launch minimum) | host ms | predicted fwd ms "
-             "| predicted fwd+bwd ms |",
+    lines = ["| shape | MFLOP / step | MB / step | roofline ms | GPU ms (with launch minimum) | host ms "
+             "| predicted fwd ms | predicted fwd+bwd ms |",
              "|---|---|---|---|---|---|---|---|"]
     for shape in SHAPES:
         p = forward_prediction(shape)
         roof = max(p.flops / PEAK_FLOPS, p.bytes / BANDWIDTH)
         # The backward mirrors the forward with about twice the kernels and FLOPs.
-        lines.append(f"| {shape.name} | {p.flops / 1e9:.1f} | {p.bytes / 1e6:.0f} | {roof * 1e3:.3f} | "
+        lines.append(f"| {shape.name} | {p.flops / shape.T / 1e6:.1f} | {p.bytes / shape.T / 1e6:.2f} | {roof * 1e3:.3f} | "
                      f"{p.gpu_s * 1e3:.1f} | {p.host_s * 1e3:.1f} | {p.predicted_s * 1e3:.1f} | "
                      f"{3 * p.predicted_s * 1e3:.0f} |")
     return "\n".join(lines)

@@ -110,9 +110,8 @@ def layer_function(backend: str, device: torch.device, dtype: torch.dtype) -> tu
     device = torch.device(device)
     if backend == "auto":
         backend = available_backends(device, dtype)[-1]
-        fast = "cuda" if device.type == "cuda" else "cpu"
-        if backend == "reference" and dtype in _dtypes(device):
-            _warn_reference_fallback(device.type, _missing(fast, device))
+        if backend == "reference" and device.type in ("cpu", "cuda") and dtype in _dtypes(device):
+            _warn_reference_fallback(device.type, _missing(device.type, device))
     if backend == "reference":
         return "reference", reference.nrnm_layer
     why = _missing(backend, device)
