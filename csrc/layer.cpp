@@ -31,13 +31,25 @@ at::Tensor index_tensor(const std::vector<int64_t>& v, const at::Device& device)
   return at::tensor(v, at::TensorOptions().dtype(at::kLong)).to(device);
 }
 
-// The memory blocks of the elements chunk.event, which update after step chunk.t1.
-BlockAttention attention_of(const Chunk& chunk, const int64_t* steps0, const LayerConfig& cfg,
-                            const at::Device& device) {
-  BlockAttention a{chunk.t1, chunk.event, {}, cfg.block_size, cfg.num_heads, {}, {}};
-  for (int64_t b : chunk.event) a.n_valid.push_back(std::min(cfg.block_size, steps0[b] + chunk.t1 + 1));
+// The memory blocks of the elements chunk.event, which update after step chunk.t1; B batch.
+BlockAttention attention_of(const Chunk& chunk, const int64_t* steps0, const LayerConfig& cfg, int64_t B,
+                            const at::TensorOptions& options) {
+  const int64_t k = cfg.block_size;
+  BlockAttention a{chunk.t1, chunk.event, {}, k, cfg.num_heads, {}, {}, {}, {}};
+  std::vector<int64_t> rows;
+  std::vector<double> valid;
+  for (int64_t b : chunk.event) {
+    a.n_valid.push_back(std::min(k, steps0[b] + chunk.t1 + 1));
+    for (int64_t r = 0; r < k; ++r) {
+      rows.push_back((chunk.t1 + 1 + r) * B + b);
+      valid.push_back(r >= k - a.n_valid.back() ? 1.0 : 0.0);
+    }
+  }
+  const at::Device device = options.device();
   a.elems_index = index_tensor(a.elems, device);
   a.n_valid_index = index_tensor(a.n_valid, device);
+  a.line_rows = index_tensor(rows, device);
+  a.valid_rows = at::tensor(valid, at::TensorOptions().dtype(at::kDouble)).to(options).view({-1, k, 1});
   return a;
 }
 
@@ -111,7 +123,7 @@ LayerForward layer_forward(const at::Tensor& x, const at::Tensor& lengths, const
     at::addmm_out(kv_h_rows, b_kv, saved.h_line.narrow(0, k + t0, j).view({j * B, H}), w_kv.t());
     if (chunk.event.empty()) continue;
 
-    const BlockAttention a = attention_of(chunk, steps0, cfg, device);
+    const BlockAttention a = attention_of(chunk, steps0, cfg, B, x.options());
     const at::Tensor& idx = a.elems_index;
     const at::Tensor new_mem = memory_update_forward(mem.index_select(0, idx), a, lines, w, kernels);
     mem.index_copy_(0, idx, new_mem);
@@ -194,7 +206,7 @@ LayerGrads layer_backward(const at::Tensor& grad_output, const LayerState& grad_
     const Chunk& chunk = *it;
     const int64_t t0 = chunk.t0, t1 = chunk.t1, j = t1 - t0 + 1;
     if (!chunk.event.empty()) {
-      const BlockAttention a = attention_of(chunk, steps0, cfg, device);
+      const BlockAttention a = attention_of(chunk, steps0, cfg, B, x.options());
       const at::Tensor& idx = a.elems_index;
       const int64_t u = idx.size(0);
       // The updated memory feeds later memory terms directly and through m @ W_mr^T.

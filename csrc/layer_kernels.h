@@ -19,8 +19,12 @@ struct BlockAttention {
   std::vector<int64_t> elems;    // (u,) batch indices of the updating elements
   std::vector<int64_t> n_valid;  // (u,) rows of each block that exist, min(k, tau)
   int64_t k, num_heads;
-  at::Tensor elems_index;        // (u,) int64 on the layer's device: elems
-  at::Tensor n_valid_index;      // (u,) int64 on the layer's device: n_valid
+  // The same on the layer's device, for kernels that index with tensors (built on the host,
+  // so that a GPU gets them in one copy each instead of a dozen small kernels per use).
+  at::Tensor elems_index;        // (u,) int64: elems
+  at::Tensor n_valid_index;      // (u,) int64: n_valid
+  at::Tensor line_rows;          // (u * k,) int64: row (t + 1 + r) * B + elems[i] of a time line viewed ((k + T) * B, H)
+  at::Tensor valid_rows;         // (u, k, 1) in the layer's dtype: 1 where block row r exists (r >= k - n_valid[i]), else 0
 };
 
 // One recurrence step of every element (csrc/nrnm_cell.h per unit). Element b is active
