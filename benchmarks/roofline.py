@@ -4,8 +4,8 @@
 
 The forward of one layer is the sequence of kernels csrc/layer.cpp launches (docs/gpu.md):
 hoisted GEMMs once; per step a recurrent GEMM and the fused step kernel; per chunk of s steps
-the memory-term GEMM and a few element-wise ops; per memory update about 30 small ATen
-kernels and one Triton launch that goes through Python. Each kernel takes at least a launch
+the memory-term GEMM and a few element-wise ops; per memory update about 36 small ATen
+ops and one Triton launch that goes through Python. Each kernel takes at least a launch
 latency on the GPU, or its roofline time (FLOPs over peak, bytes over bandwidth) if longer;
 the host must issue every launch, at a cost per ATen op. The predicted time is the larger of
 the GPU's sum and the host's sum (they overlap: launches are asynchronous).
@@ -27,10 +27,12 @@ BYTES = 4  # float32
 KERNEL_MIN_S = 3e-6  # the shortest a launched kernel takes on the GPU
 HOST_PER_OP_S = 6e-6  # ATen dispatch and launch of one op from C++
 HOST_TRITON_S = 30e-6  # one Triton launch through the dispatcher into Python (the GIL, argument binding)
-# Kernels per memory update besides the Triton one (qkv GEMM, output projection, two LayerNorms,
-# MLP, gates, index_select / index_copy, the block mean), and per chunk (memory term, keys / values).
-OPS_PER_UPDATE = 30
-OPS_PER_CHUNK = 6
+# ATen ops per memory update besides the Triton launch, counted in csrc/layer.cpp and
+# csrc/memory_update.cpp (4 host-to-device index copies, index_select / index_copy of the memory,
+# the qkv GEMM, output projection and residual, two LayerNorms, the MLP, the block mean, the gates
+# and the new memory), and per chunk (memory gate, memory term GEMM, keys / values GEMM).
+OPS_PER_UPDATE = 36
+OPS_PER_CHUNK = 5
 
 
 class Kernel(NamedTuple):
