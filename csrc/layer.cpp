@@ -31,27 +31,58 @@ at::Tensor index_tensor(const std::vector<int64_t>& v, const at::Device& device)
   return at::tensor(v, at::TensorOptions().dtype(at::kLong)).to(device);
 }
 
-// The memory blocks of the elements chunk.event, which update after step chunk.t1; B batch.
-BlockAttention attention_of(const Chunk& chunk, const int64_t* steps0, const LayerConfig& cfg, int64_t B,
-                            const at::TensorOptions& options) {
-  const int64_t k = cfg.block_size;
-  BlockAttention a{chunk.t1, chunk.event, {}, k, cfg.num_heads, {}, {}, {}, {}};
-  std::vector<int64_t> rows;
-  std::vector<double> valid;
-  for (int64_t b : chunk.event) {
-    a.n_valid.push_back(std::min(k, steps0[b] + chunk.t1 + 1));
-    for (int64_t r = 0; r < k; ++r) {
-      rows.push_back((chunk.t1 + 1 + r) * B + b);
-      valid.push_back(r >= k - a.n_valid.back() ? 1.0 : 0.0);
+// Every memory update of one call, planned on the host. Its index tensors reach the device
+// in one copy each per call and each update takes views of them: a copy from pageable host
+// memory inside the loop would make the host wait for the GPU to drain its queue.
+struct UpdatePlan {
+  std::vector<BlockAttention> updates;  // one per chunk with an event, in time order
+  // Rows of saved.memories viewed as ((E + 1) * B, N, H), per update (u,): where each updating
+  // element's memory is after the update, and before it (its previous update's row, or row b).
+  std::vector<at::Tensor> slots_after, slots_before;
+  std::vector<int64_t> final_slots;  // (B,) each element's row after its last update
+
+  UpdatePlan(const Schedule& schedule, const int64_t* steps0, const LayerConfig& cfg, int64_t B,
+             const at::TensorOptions& options) {
+    const int64_t k = cfg.block_size;
+    std::vector<int64_t> elems, n_valid, rows, after, before, offsets;
+    std::vector<double> valid;
+    final_slots.resize(B);
+    for (int64_t b = 0; b < B; ++b) final_slots[b] = b;
+    for (const Chunk& chunk : schedule.chunks) {
+      if (chunk.event.empty()) continue;
+      offsets.push_back(static_cast<int64_t>(elems.size()));
+      BlockAttention a{chunk.t1, chunk.event, {}, k, cfg.num_heads, {}, {}, {}, {}};
+      for (int64_t b : chunk.event) {
+        a.n_valid.push_back(std::min(k, steps0[b] + chunk.t1 + 1));
+        for (int64_t r = 0; r < k; ++r) {
+          rows.push_back((chunk.t1 + 1 + r) * B + b);
+          valid.push_back(r >= k - a.n_valid.back() ? 1.0 : 0.0);
+        }
+        before.push_back(final_slots[b]);
+        final_slots[b] += B;
+        after.push_back(final_slots[b]);
+      }
+      elems.insert(elems.end(), a.elems.begin(), a.elems.end());
+      n_valid.insert(n_valid.end(), a.n_valid.begin(), a.n_valid.end());
+      updates.push_back(std::move(a));
+    }
+    const at::Device device = options.device();
+    const at::Tensor elems_d = index_tensor(elems, device), n_valid_d = index_tensor(n_valid, device);
+    const at::Tensor rows_d = index_tensor(rows, device), after_d = index_tensor(after, device);
+    const at::Tensor before_d = index_tensor(before, device);
+    const at::Tensor valid_d = at::tensor(valid, at::TensorOptions().dtype(at::kDouble)).to(options);
+    for (size_t e = 0; e < updates.size(); ++e) {
+      BlockAttention& a = updates[e];
+      const int64_t off = offsets[e], u = static_cast<int64_t>(a.elems.size());
+      a.elems_index = elems_d.narrow(0, off, u);
+      a.n_valid_index = n_valid_d.narrow(0, off, u);
+      a.line_rows = rows_d.narrow(0, off * k, u * k);
+      a.valid_rows = valid_d.narrow(0, off * k, u * k).view({u, k, 1});
+      slots_after.push_back(after_d.narrow(0, off, u));
+      slots_before.push_back(before_d.narrow(0, off, u));
     }
   }
-  const at::Device device = options.device();
-  a.elems_index = index_tensor(a.elems, device);
-  a.n_valid_index = index_tensor(a.n_valid, device);
-  a.line_rows = index_tensor(rows, device);
-  a.valid_rows = at::tensor(valid, at::TensorOptions().dtype(at::kDouble)).to(options).view({-1, k, 1});
-  return a;
-}
+};
 
 // rows (k, B) of the time line holding each element's final window: lengths[b] + j.
 at::Tensor final_window_rows(const at::Tensor& lengths, int64_t k) {
@@ -71,7 +102,6 @@ LayerForward layer_forward(const at::Tensor& x, const at::Tensor& lengths, const
                            const LayerWeights& w, const LayerConfig& cfg, const LayerKernels& kernels) {
   const Dims d(x, init.memory, cfg);
   const int64_t T = d.T, B = d.B, H = d.H, N = d.N, NH = d.NH, k = d.k;
-  const at::Device device = x.device();
   // The schedule is planned on the host: one copy of steps and lengths per call.
   const at::Tensor steps_host = init.steps.cpu(), len_host = lengths.cpu();
   const int64_t* steps0 = steps_host.data_ptr<int64_t>();
@@ -102,7 +132,8 @@ LayerForward layer_forward(const at::Tensor& x, const at::Tensor& lengths, const
   const BlockLines lines{kv_e, kv_h, saved.e_line, saved.h_line};
   at::Tensor mem = init.memory.clone();
   at::Tensor mr = at::mm(mem.view({B, NH}), w.w_mr.t());  // m @ W_mr^T, changes only at updates
-  std::vector<int64_t> segment(B, 0);
+  const UpdatePlan plan(schedule, steps0, cfg, B, x.options());
+  size_t update = 0;
   at::Tensor h = init.h.clone(), c = init.c.clone();
   at::Tensor output = at::zeros({T, B, H}, x.options());
   at::Tensor rec = at::empty({B, 4 * H}, x.options());
@@ -123,14 +154,13 @@ LayerForward layer_forward(const at::Tensor& x, const at::Tensor& lengths, const
     at::addmm_out(kv_h_rows, b_kv, saved.h_line.narrow(0, k + t0, j).view({j * B, H}), w_kv.t());
     if (chunk.event.empty()) continue;
 
-    const BlockAttention a = attention_of(chunk, steps0, cfg, B, x.options());
+    const BlockAttention& a = plan.updates[update];
     const at::Tensor& idx = a.elems_index;
     const at::Tensor new_mem = memory_update_forward(mem.index_select(0, idx), a, lines, w, kernels);
     mem.index_copy_(0, idx, new_mem);
     mr.index_copy_(0, idx, at::mm(new_mem.view({-1, NH}), w.w_mr.t()));
-    std::vector<int64_t> slots;  // (segment, element) rows of saved.memories viewed as ((E + 1) * B, N, H)
-    for (int64_t b : chunk.event) slots.push_back(++segment[b] * B + b);
-    saved.memories.view({-1, N, H}).index_copy_(0, index_tensor(slots, device), new_mem);
+    saved.memories.view({-1, N, H}).index_copy_(0, plan.slots_after[update], new_mem);
+    ++update;
   }
 
   const at::Tensor rows = final_window_rows(lengths, k).unsqueeze(-1).expand({k, B, H});
@@ -189,24 +219,17 @@ LayerGrads layer_backward(const at::Tensor& grad_output, const LayerState& grad_
   const at::Tensor active = at::arange(T, lengths.options()).unsqueeze(1) < lengths.unsqueeze(0);  // (T, B)
 
   // Memory of each element after its last update, walked back through saved.memories.
-  std::vector<int64_t> segment(B, 0);
-  for (const Chunk& chunk : schedule.chunks)
-    for (int64_t b : chunk.event) ++segment[b];
-  auto memory_of = [&](const std::vector<int64_t>& elems) {
-    std::vector<int64_t> slots;
-    for (int64_t b : elems) slots.push_back(segment[b] * B + b);
-    return saved.memories.view({-1, N, H}).index_select(0, index_tensor(slots, device));
-  };
-  std::vector<int64_t> all(B);
-  for (int64_t b = 0; b < B; ++b) all[b] = b;
-  at::Tensor mem = memory_of(all);
+  const UpdatePlan plan(schedule, steps0, cfg, B, x.options());
+  size_t update = plan.updates.size();
+  const at::Tensor memory_rows = saved.memories.view({-1, N, H});
+  at::Tensor mem = memory_rows.index_select(0, index_tensor(plan.final_slots, device));
   at::Tensor mr = at::mm(mem.view({B, NH}), w.w_mr.t());
 
   for (auto it = schedule.chunks.rbegin(); it != schedule.chunks.rend(); ++it) {
     const Chunk& chunk = *it;
     const int64_t t0 = chunk.t0, t1 = chunk.t1, j = t1 - t0 + 1;
     if (!chunk.event.empty()) {
-      const BlockAttention a = attention_of(chunk, steps0, cfg, B, x.options());
+      const BlockAttention& a = plan.updates[--update];
       const at::Tensor& idx = a.elems_index;
       const int64_t u = idx.size(0);
       // The updated memory feeds later memory terms directly and through m @ W_mr^T.
@@ -215,8 +238,7 @@ LayerGrads layer_backward(const at::Tensor& grad_output, const LayerState& grad_
       grads.w.w_mr.addmm_(d_mr_u.t(), mem.index_select(0, idx).view({u, NH}));
       d_mr.index_fill_(0, idx, 0);
 
-      for (int64_t b : chunk.event) --segment[b];
-      const at::Tensor before = memory_of(chunk.event);
+      const at::Tensor before = memory_rows.index_select(0, plan.slots_before[update]);
       d_mem.index_copy_(0, idx, memory_update_backward(before, a, lines, grad_new, w, kernels, grads.w, d_lines));
       mem.index_copy_(0, idx, before);
       mr.index_copy_(0, idx, at::mm(before.view({u, NH}), w.w_mr.t()));
