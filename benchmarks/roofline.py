@@ -4,7 +4,7 @@
 
 The forward of one layer is the sequence of kernels csrc/layer.cpp launches (docs/gpu.md):
 hoisted GEMMs once; per step a recurrent GEMM and the fused step kernel; per chunk of s steps
-the memory-term GEMM and a few element-wise ops; per memory update about 36 small ATen
+the memory-term GEMM and a few element-wise ops; per memory update about 32 small ATen
 ops and one Triton launch that goes through Python. Each kernel takes at least a launch
 latency on the GPU, or its roofline time (FLOPs over peak, bytes over bandwidth) if longer;
 the host must issue every launch, at a cost per ATen op. The predicted time is the larger of
@@ -28,10 +28,10 @@ KERNEL_MIN_S = 3e-6  # the shortest a launched kernel takes on the GPU
 HOST_PER_OP_S = 6e-6  # ATen dispatch and launch of one op from C++
 HOST_TRITON_S = 30e-6  # one Triton launch through the dispatcher into Python (the GIL, argument binding)
 # ATen ops per memory update besides the Triton launch, counted in csrc/layer.cpp and
-# csrc/memory_update.cpp (4 host-to-device index copies, index_select / index_copy of the memory,
-# the qkv GEMM, output projection and residual, two LayerNorms, the MLP, the block mean, the gates
-# and the new memory), and per chunk (memory gate, memory term GEMM, keys / values GEMM).
-OPS_PER_UPDATE = 36
+# csrc/memory_update.cpp (index_select / index_copy of the memory, the qkv GEMM, output projection
+# and residual, two LayerNorms, the MLP, the block mean, the gates and the new memory), and per chunk
+# (memory gate, memory term GEMM, keys / values GEMM). The loop has no host-to-device copy.
+OPS_PER_UPDATE = 32
 OPS_PER_CHUNK = 5
 
 
