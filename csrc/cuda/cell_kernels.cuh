@@ -132,6 +132,9 @@ __global__ void __launch_bounds__(kMaxThreads) step_backward_kernel(const StepBa
 
 }  // namespace detail
 
+// The launchers need nvcc; the kernels above also compile on the host, where
+// csrc/test/test_cell_kernels_emulated.cpp runs them one emulated thread at a time.
+#if defined(__CUDACC__)
 template <typename T>
 cudaError_t step_forward(const StepForwardParams<T>& p, cudaStream_t stream) {
   if (p.B == 0 || p.H == 0) return cudaSuccess;  // an empty grid is a launch error
@@ -147,5 +150,6 @@ cudaError_t step_backward(const StepBackwardParams<T>& p, cudaStream_t stream) {
   detail::step_backward_kernel<T><<<s.grid, s.block, 0, stream>>>(p);
   return cudaGetLastError();
 }
+#endif
 
 }  // namespace nrnm::cuda
