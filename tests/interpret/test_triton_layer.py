@@ -54,3 +54,20 @@ def test_block_larger_than_the_kernels_tiles_is_a_value_error():
     model = random_model(3, 4, block_size=40, stride=4, num_heads=2, backend="triton")
     with pytest.raises(ValueError, match=r"block_size must be in 1\.\.32"):
         model(torch.randn(5, 2, 3, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_opcheck_block_attention_ops(dtype):
+    """The attention ops the C++ layer calls: schema, fake kernels (what torch.compile traces), dispatch."""
+    import nrnm_fast.triton_attention  # noqa: F401  (registers their kernels)
+
+    g = torch.Generator().manual_seed(0)
+    u, N, H, k, T, B, nh = 2, 2, 8, 3, 4, 3, 2
+    qkv = torch.randn(u, N, 3 * H, generator=g, dtype=dtype)
+    kv_emb, kv_hid = (torch.randn(k + T, B, 2 * H, generator=g, dtype=dtype) for _ in range(2))
+    elems, n_valid = torch.tensor([2, 0]), torch.tensor([3, 1])
+    forward_args = (qkv, kv_emb, kv_hid, elems, n_valid, 1, k, nh)
+    torch.library.opcheck(torch.ops.nrnm_fast.block_attention_forward.default, forward_args)
+    _, probs = torch.ops.nrnm_fast.block_attention_forward(*forward_args)
+    d_out = torch.randn(u, N, H, generator=g, dtype=dtype)
+    torch.library.opcheck(torch.ops.nrnm_fast.block_attention_backward.default, (*forward_args, probs, d_out))
