@@ -99,7 +99,8 @@ struct Dims {
 }  // namespace
 
 LayerForward layer_forward(const at::Tensor& x, const at::Tensor& lengths, const LayerState& init,
-                           const LayerWeights& w, const LayerConfig& cfg, const LayerKernels& kernels) {
+                           const LayerWeights& w, const LayerConfig& cfg, const LayerKernels& kernels,
+                           bool for_backward) {
   const Dims d(x, init.memory, cfg);
   const int64_t T = d.T, B = d.B, H = d.H, N = d.N, NH = d.NH, k = d.k;
   // The schedule is planned on the host: one copy of steps and lengths per call.
@@ -117,10 +118,11 @@ LayerForward layer_forward(const at::Tensor& x, const at::Tensor& lengths, const
   saved.e_line.narrow(0, k, T).copy_(xw.narrow(2, 4 * H + NH, H));
   saved.h_line = at::empty({k + T, B, H}, x.options());
   saved.h_line.narrow(0, 0, k).copy_(init.window.transpose(0, 1));
-  saved.cells = at::empty({T, B, H}, x.options());
-  saved.gates = at::empty({T, B, 4 * H}, x.options());
-  saved.memories = at::zeros({Schedule::max_updates(T, d.s) + 1, B, N, H}, x.options());
-  saved.memories[0].copy_(init.memory);
+  // Only the backward reads the gates and cells of past steps and the memories before each update.
+  saved.cells = at::empty({for_backward ? T : 1, B, H}, x.options());
+  saved.gates = at::empty({for_backward ? T : 1, B, 4 * H}, x.options());
+  saved.memories = at::zeros({for_backward ? Schedule::max_updates(T, d.s) + 1 : 0, B, N, H}, x.options());
+  if (for_backward) saved.memories[0].copy_(init.memory);
 
   // Keys and values of every time-line row, computed once: blocks overlap.
   const at::Tensor w_kv = w.w_in.narrow(0, H, 2 * H), b_kv = w.b_in.narrow(0, H, 2 * H);
@@ -147,8 +149,9 @@ LayerForward layer_forward(const at::Tensor& x, const at::Tensor& lengths, const
     const at::Tensor mc = at::mm(rm.view({j * B, NH}), w.w_mc.t()).view({j, B, H});
     for (int64_t t = t0; t <= chunk.t1; ++t) {
       at::mm_out(rec, h, w_hh_t);
-      kernels.step_forward({t, lengths, xw[t], rec, mc[t - t0], h, c, saved.gates[t], saved.cells[t], output[t],
-                            saved.h_line[k + t]});
+      const int64_t row = for_backward ? t : 0;
+      kernels.step_forward({t, lengths, xw[t], rec, mc[t - t0], h, c, saved.gates[row], saved.cells[row],
+                            output[t], saved.h_line[k + t]});
     }
     kv_h_rows = kv_h.narrow(0, k + t0, j).view({j * B, 2 * H});
     at::addmm_out(kv_h_rows, b_kv, saved.h_line.narrow(0, k + t0, j).view({j * B, H}), w_kv.t());
@@ -159,7 +162,7 @@ LayerForward layer_forward(const at::Tensor& x, const at::Tensor& lengths, const
     const at::Tensor new_mem = memory_update_forward(mem.index_select(0, idx), a, lines, w, kernels);
     mem.index_copy_(0, idx, new_mem);
     mr.index_copy_(0, idx, at::mm(new_mem.view({-1, NH}), w.w_mr.t()));
-    saved.memories.view({-1, N, H}).index_copy_(0, plan.slots_after[update], new_mem);
+    if (for_backward) saved.memories.view({-1, N, H}).index_copy_(0, plan.slots_after[update], new_mem);
     ++update;
   }
 
@@ -169,6 +172,10 @@ LayerForward layer_forward(const at::Tensor& x, const at::Tensor& lengths, const
   result.final = {h, c, mem, saved.h_line.gather(0, rows).transpose(0, 1).contiguous(),
                   saved.e_line.gather(0, rows).transpose(0, 1).contiguous(), init.steps + lengths};
   result.saved = saved;
+  if (!for_backward) {  // distinct tensors: op outputs must not alias
+    for (at::Tensor* t : {&result.saved.cells, &result.saved.gates, &result.saved.memories})
+      *t = at::empty({0}, x.options());
+  }
   return result;
 }
 

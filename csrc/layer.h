@@ -71,9 +71,12 @@ struct LayerForward {
   LayerSaved saved;
 };
 
-// Runs the layer. x (T, B, D); lengths (B,) int64 in 1..T.
+// Runs the layer. x (T, B, D); lengths (B,) int64 in 1..T. Without for_backward (inference)
+// saved.cells, saved.gates and saved.memories come back empty (0 elements): each step's gates
+// and cells go to one scratch row, and the memories are not kept.
 LayerForward layer_forward(const at::Tensor& x, const at::Tensor& lengths, const LayerState& initial,
-                           const LayerWeights& w, const LayerConfig& cfg, const LayerKernels& kernels);
+                           const LayerWeights& w, const LayerConfig& cfg, const LayerKernels& kernels,
+                           bool for_backward = true);
 
 struct LayerGrads {
   at::Tensor x;  // (T, B, D)

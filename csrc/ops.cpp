@@ -65,10 +65,10 @@ LayerForwardResult layer_forward_cpu(const at::Tensor& x, const at::Tensor& leng
                                      const at::Tensor& c0, const at::Tensor& memory0, const at::Tensor& window0,
                                      const at::Tensor& ewindow0, const at::Tensor& steps0,
                                      const std::vector<at::Tensor>& weights, int64_t block_size, int64_t stride,
-                                     int64_t num_heads, bool triton_attention) {
+                                     int64_t num_heads, bool triton_attention, bool for_backward) {
   check_cpu_dtype(x);
   return layer_forward_op(cpu_kernels(triton_attention), x, lengths, h0, c0, memory0, window0, ewindow0, steps0,
-                          weights, block_size, stride, num_heads);
+                          weights, block_size, stride, num_heads, for_backward);
 }
 
 LayerBackwardResult layer_backward_cpu(const at::Tensor& grad_output, const at::Tensor& grad_h,
@@ -92,13 +92,13 @@ LayerForwardResult layer_forward_op(const LayerKernels& kernels, const at::Tenso
                                     const at::Tensor& h0, const at::Tensor& c0, const at::Tensor& memory0,
                                     const at::Tensor& window0, const at::Tensor& ewindow0, const at::Tensor& steps0,
                                     const std::vector<at::Tensor>& weights, int64_t block_size, int64_t stride,
-                                    int64_t num_heads) {
+                                    int64_t num_heads, bool for_backward) {
   check_args(x, lengths, h0, c0, memory0, steps0, weights, block_size, stride, num_heads);
   const LayerState init{h0.contiguous(), c0.contiguous(), memory0.contiguous(),
                         window0.contiguous(), ewindow0.contiguous(), steps0.contiguous()};
   const LayerForward f = layer_forward(x.contiguous(), lengths.contiguous(), init,
                                        LayerWeights::from_list(contiguous(weights)),
-                                       {block_size, stride, num_heads}, kernels);
+                                       {block_size, stride, num_heads}, kernels, for_backward);
   return {f.output, f.final.h, f.final.c, f.final.memory, f.final.window, f.final.ewindow, f.final.steps,
           f.saved.h_line, f.saved.e_line, f.saved.cells, f.saved.gates, f.saved.memories};
 }
@@ -127,12 +127,13 @@ LayerBackwardResult layer_backward_op(const LayerKernels& kernels, const at::Ten
 }  // namespace nrnm
 
 // triton_attention: run the memory update's attention with the Triton kernels
-// (csrc/triton_attention.h) instead of the device's own.
+// (csrc/triton_attention.h) instead of the device's own. for_backward: keep what
+// layer_backward needs (without it, for inference, cells, gates and memories come back empty).
 TORCH_LIBRARY(nrnm_fast, m) {
   m.def(
       "layer_forward(Tensor x, Tensor lengths, Tensor h0, Tensor c0, Tensor memory0, Tensor window0, "
       "Tensor ewindow0, Tensor steps0, Tensor[] weights, int block_size, int stride, int num_heads, "
-      "bool triton_attention) -> "
+      "bool triton_attention, bool for_backward) -> "
       "(Tensor output, Tensor h, Tensor c, Tensor memory, Tensor window, Tensor ewindow, Tensor steps, "
       "Tensor h_line, Tensor e_line, Tensor cells, Tensor gates, Tensor memories)");
   m.def(

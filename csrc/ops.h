@@ -13,7 +13,8 @@
 namespace nrnm {
 
 // (output, h, c, memory, window, ewindow, steps, then what the backward needs: h_line,
-// e_line, cells, gates, memories); csrc/layer.h's LayerForward.
+// e_line, cells, gates, memories; the last three empty without for_backward); csrc/layer.h's
+// LayerForward.
 using LayerForwardResult = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
                                       at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
 
@@ -25,7 +26,7 @@ LayerForwardResult layer_forward_op(const LayerKernels& kernels, const at::Tenso
                                     const at::Tensor& h0, const at::Tensor& c0, const at::Tensor& memory0,
                                     const at::Tensor& window0, const at::Tensor& ewindow0, const at::Tensor& steps0,
                                     const std::vector<at::Tensor>& weights, int64_t block_size, int64_t stride,
-                                    int64_t num_heads);
+                                    int64_t num_heads, bool for_backward);
 
 LayerBackwardResult layer_backward_op(const LayerKernels& kernels, const at::Tensor& grad_output,
                                       const at::Tensor& grad_h, const at::Tensor& grad_c,

@@ -49,7 +49,10 @@ def run_layer(
     T, B, _ = x.shape
     if lengths is None:
         lengths = torch.full((B,), T, dtype=torch.int64, device=x.device)
-    out = _ops.layer_forward(x, lengths.to(x.device), *state, pack_weights(w), *config, triton_attention)
+    weights = pack_weights(w)
+    # Inference (no_grad, or nothing that needs a gradient) keeps none of what only the backward reads.
+    for_backward = torch.is_grad_enabled() and any(t.requires_grad for t in (x, *state, *weights))
+    out = _ops.layer_forward(x, lengths.to(x.device), *state, weights, *config, triton_attention, for_backward)
     return out[0], LayerState(*out[1:7])
 
 
@@ -62,13 +65,17 @@ def cpu_layer(
 
 @torch.library.register_fake("nrnm_fast::layer_forward")
 def _layer_forward_fake(x, lengths, h0, c0, memory0, window0, ewindow0, steps0, weights, block_size, stride,
-                        num_heads, triton_attention):
+                        num_heads, triton_attention, for_backward):
     T, B, _ = x.shape
     N, H = memory0.shape[1], memory0.shape[2]
     k, max_updates = block_size, (T + stride - 1) // stride
     new = x.new_empty
+    if for_backward:
+        cells, gates, memories = new(T, B, H), new(T, B, 4 * H), new(max_updates + 1, B, N, H)
+    else:
+        cells, gates, memories = new(0), new(0), new(0)
     return (new(T, B, H), new(B, H), new(B, H), new(B, N, H), new(B, k, H), new(B, k, H), steps0.new_empty(B),
-            new(k + T, B, H), new(k + T, B, H), new(T, B, H), new(T, B, 4 * H), new(max_updates + 1, B, N, H))
+            new(k + T, B, H), new(k + T, B, H), cells, gates, memories)
 
 
 @torch.library.register_fake("nrnm_fast::layer_backward")
@@ -82,7 +89,10 @@ def _layer_backward_fake(grad_output, grad_h, grad_c, grad_memory, grad_window, 
 
 
 def _setup_context(ctx, inputs, output):
-    x, lengths, h0, c0, _memory0, _window0, _ewindow0, steps0, weights, block_size, stride, num_heads, triton = inputs
+    (x, lengths, h0, c0, _memory0, _window0, _ewindow0, steps0, weights, block_size, stride, num_heads, triton,
+     for_backward) = inputs
+    if not for_backward:
+        raise RuntimeError("nrnm_fast.layer_forward: call it with for_backward=True when a gradient is needed")
     ctx.config = (block_size, stride, num_heads, triton)
     ctx.num_weights = len(weights)
     ctx.save_for_backward(x, lengths, h0, c0, steps0, *output[7:], *weights)
@@ -104,7 +114,7 @@ def _backward(ctx, grad_output, grad_h, grad_c, grad_memory, grad_window, grad_e
         weights, *ctx.config)
     grad_x, grad_h0, grad_c0, grad_memory0, grad_window0, grad_ewindow0, grad_weights = grads
     return (grad_x, None, grad_h0, grad_c0, grad_memory0, grad_window0, grad_ewindow0, None, list(grad_weights),
-            None, None, None, None)
+            None, None, None, None, None)
 
 
 torch.library.register_autograd("nrnm_fast::layer_forward", _backward, setup_context=_setup_context)

@@ -11,20 +11,36 @@ from nrnm_fast import available_backends
 pytestmark = pytest.mark.skipif("cpu" not in available_backends(), reason="C++ extension not built")
 
 
-def _layer_args(requires_grad: bool):
+def _layer_args(requires_grad: bool, for_backward: bool = True):
     from nrnm_fast.layer_ops import pack_weights
 
+    torch.manual_seed(0)
     model = random_model(3, 4, block_size=3, stride=2, num_slots=2, num_heads=2, backend="cpu")
     state = random_state(model, 2, [0, 3]).layer(0)
     x = torch.randn(5, 2, 3, dtype=torch.float64, requires_grad=requires_grad)
     weights = [w.detach().requires_grad_(requires_grad) for w in pack_weights(model.layer_weights(0))]
     floats = [t.detach().requires_grad_(requires_grad and t.is_floating_point()) for t in state]
-    return (x, torch.tensor([5, 3]), *floats, weights, 3, 2, 2, False)
+    return (x, torch.tensor([5, 3]), *floats, weights, 3, 2, 2, False, for_backward)
 
 
-@pytest.mark.parametrize("requires_grad", [False, True])
-def test_opcheck_layer_forward(requires_grad):
-    torch.library.opcheck(torch.ops.nrnm_fast.layer_forward.default, _layer_args(requires_grad))
+@pytest.mark.parametrize("requires_grad, for_backward", [(False, False), (False, True), (True, True)])
+def test_opcheck_layer_forward(requires_grad, for_backward):
+    torch.library.opcheck(torch.ops.nrnm_fast.layer_forward.default, _layer_args(requires_grad, for_backward))
+
+
+def test_inference_keeps_nothing_for_the_backward_and_computes_the_same():
+    """Without for_backward the op returns empty cells, gates and memories, and the same output and state."""
+    training = torch.ops.nrnm_fast.layer_forward(*_layer_args(False, True))
+    inference = torch.ops.nrnm_fast.layer_forward(*_layer_args(False, False))
+    assert [t.numel() for t in inference[9:]] == [0, 0, 0]
+    assert all(t.numel() > 0 for t in training[9:])
+    for a, b in zip(inference[:9], training[:9]):
+        assert torch.equal(a, b)
+
+
+def test_forward_without_for_backward_refuses_a_gradient():
+    with pytest.raises(RuntimeError, match="for_backward=True"):
+        torch.ops.nrnm_fast.layer_forward(*_layer_args(True, False))
 
 
 def test_opcheck_layer_backward():

@@ -52,6 +52,21 @@ def test_auto_picks_cpu_and_streaming_is_exact():
 
 
 @requires_cpu_ext
+def test_inference_matches_training_forward():
+    """Under no_grad the op keeps nothing for a backward (for_backward=False); the results are the same."""
+    model = random_model(5, 8, num_layers=2, num_heads=2, block_size=4, stride=3, backend="cpu")
+    x = torch.randn(20, 3, 5, dtype=torch.float64)
+    state, lengths = random_state_of(model, 3), torch.tensor([20, 11, 1])
+    out, new = model(x, state, lengths=lengths)
+    assert out.requires_grad
+    with torch.no_grad():
+        out_inference, new_inference = model(x, state, lengths=lengths)
+    assert torch.equal(out_inference, out.detach())
+    for a, b in zip(new_inference, new):
+        assert torch.equal(a, b.detach())
+
+
+@requires_cpu_ext
 def test_cpu_gradcheck():
     model = random_model(3, 4, num_layers=2, block_size=3, stride=2, num_slots=2, num_heads=2, backend="cpu")
     x = torch.randn(5, 2, 3, dtype=torch.float64)
@@ -68,11 +83,11 @@ def test_cpu_gradcheck():
     assert torch.autograd.gradcheck(f, inputs, eps=1e-6, atol=1e-7, rtol=1e-5, fast_mode=True)
 
 
-def random_state_of(model: NRNM) -> NRNMState:
+def random_state_of(model: NRNM, B: int = 2) -> NRNMState:
     gen = torch.Generator().manual_seed(3)
-    zero = model.initial_state(2)
+    zero = model.initial_state(B)
     return NRNMState(*(torch.randn(t.shape, generator=gen, dtype=t.dtype) * 0.5 for t in zero[:5]),
-                     torch.tensor([0, 2]))
+                     torch.arange(B) * 2)
 
 
 def test_cpu_backend_without_extension_message(monkeypatch):

@@ -93,11 +93,11 @@ LayerForwardResult layer_forward_cuda(const at::Tensor& x, const at::Tensor& len
                                       const at::Tensor& c0, const at::Tensor& memory0, const at::Tensor& window0,
                                       const at::Tensor& ewindow0, const at::Tensor& steps0,
                                       const std::vector<at::Tensor>& weights, int64_t block_size, int64_t stride,
-                                      int64_t num_heads, bool triton_attention) {
+                                      int64_t num_heads, bool triton_attention, bool for_backward) {
   check_cuda(x, triton_attention);
   const c10::cuda::CUDAGuard guard(x.device());
   return layer_forward_op(kCudaKernels, x, lengths, h0, c0, memory0, window0, ewindow0, steps0, weights,
-                          block_size, stride, num_heads);
+                          block_size, stride, num_heads, for_backward);
 }
 
 LayerBackwardResult layer_backward_cuda(const at::Tensor& grad_output, const at::Tensor& grad_h,
