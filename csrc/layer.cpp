@@ -108,14 +108,19 @@ LayerForward layer_forward(const at::Tensor& x, const at::Tensor& lengths, const
   const int64_t* steps0 = steps_host.data_ptr<int64_t>();
   const Schedule schedule(steps0, len_host.data_ptr<int64_t>(), B, T, d.s);
 
-  // Every input-side term at once: gates | memory gate | embedding, (T, B, G).
-  const at::Tensor xw = at::addmm(w.b_x, x.reshape({T * B, d.D}), w.w_x.t()).view({T, B, d.G});
+  // Every input-side term at once: gates | memory gate | embedding, (T, B, G). Its bias joins
+  // each term in a pass that reads the term anyway (addmm would first write the bias over all
+  // of it): the gates' in the per-step GEMM, the memory gate's in m @ W_mr^T, the embedding's
+  // in its copy to the time line.
+  const at::Tensor xw = at::mm(x.reshape({T * B, d.D}), w.w_x.t()).view({T, B, d.G});
   const at::Tensor rx = xw.narrow(2, 4 * H, NH);
+  const at::Tensor b_gates = w.b_x.narrow(0, 0, 4 * H), b_r = w.b_x.narrow(0, 4 * H, NH);
 
   LayerSaved saved;
   saved.e_line = at::empty({k + T, B, H}, x.options());
   saved.e_line.narrow(0, 0, k).copy_(init.ewindow.transpose(0, 1));
-  saved.e_line.narrow(0, k, T).copy_(xw.narrow(2, 4 * H + NH, H));
+  at::Tensor e_rows = saved.e_line.narrow(0, k, T);
+  at::add_out(e_rows, xw.narrow(2, 4 * H + NH, H), w.b_x.narrow(0, 4 * H + NH, H));
   saved.h_line = at::empty({k + T, B, H}, x.options());
   saved.h_line.narrow(0, 0, k).copy_(init.window.transpose(0, 1));
   // Only the backward reads the gates and cells of past steps and the memories before each update.
@@ -133,7 +138,7 @@ LayerForward layer_forward(const at::Tensor& x, const at::Tensor& lengths, const
 
   const BlockLines lines{kv_e, kv_h, saved.e_line, saved.h_line};
   at::Tensor mem = init.memory.clone();
-  at::Tensor mr = at::mm(mem.view({B, NH}), w.w_mr.t());  // m @ W_mr^T, changes only at updates
+  at::Tensor mr = at::addmm(b_r, mem.view({B, NH}), w.w_mr.t());  // m @ W_mr^T + b_r: changes only at updates
   const UpdatePlan plan(schedule, steps0, cfg, B, x.options());
   size_t update = 0;
   at::Tensor h = init.h.clone(), c = init.c.clone();
@@ -148,7 +153,7 @@ LayerForward layer_forward(const at::Tensor& x, const at::Tensor& lengths, const
     const at::Tensor rm = rx.narrow(0, t0, j).add(mr).sigmoid_().mul_(mem.view({1, B, NH}));
     const at::Tensor mc = at::mm(rm.view({j * B, NH}), w.w_mc.t()).view({j, B, H});
     for (int64_t t = t0; t <= chunk.t1; ++t) {
-      at::mm_out(rec, h, w_hh_t);
+      at::addmm_out(rec, b_gates, h, w_hh_t);
       const int64_t row = for_backward ? t : 0;
       kernels.step_forward({t, lengths, xw[t], rec, mc[t - t0], h, c, saved.gates[row], saved.cells[row],
                             output[t], saved.h_line[k + t]});
@@ -161,7 +166,7 @@ LayerForward layer_forward(const at::Tensor& x, const at::Tensor& lengths, const
     const at::Tensor& idx = a.elems_index;
     const at::Tensor new_mem = memory_update_forward(mem.index_select(0, idx), a, lines, w, kernels);
     mem.index_copy_(0, idx, new_mem);
-    mr.index_copy_(0, idx, at::mm(new_mem.view({-1, NH}), w.w_mr.t()));
+    mr.index_copy_(0, idx, at::addmm(b_r, new_mem.view({-1, NH}), w.w_mr.t()));
     if (for_backward) saved.memories.view({-1, N, H}).index_copy_(0, plan.slots_after[update], new_mem);
     ++update;
   }
@@ -230,7 +235,7 @@ LayerGrads layer_backward(const at::Tensor& grad_output, const LayerState& grad_
   size_t update = plan.updates.size();
   const at::Tensor memory_rows = saved.memories.view({-1, N, H});
   at::Tensor mem = memory_rows.index_select(0, index_tensor(plan.final_slots, device));
-  at::Tensor mr = at::mm(mem.view({B, NH}), w.w_mr.t());
+  at::Tensor mr = at::addmm(b_xr, mem.view({B, NH}), w.w_mr.t());  // m @ W_mr^T + b_r as in the forward
 
   for (auto it = schedule.chunks.rbegin(); it != schedule.chunks.rend(); ++it) {
     const Chunk& chunk = *it;
@@ -248,7 +253,7 @@ LayerGrads layer_backward(const at::Tensor& grad_output, const LayerState& grad_
       const at::Tensor before = memory_rows.index_select(0, plan.slots_before[update]);
       d_mem.index_copy_(0, idx, memory_update_backward(before, a, lines, grad_new, w, kernels, grads.w, d_lines));
       mem.index_copy_(0, idx, before);
-      mr.index_copy_(0, idx, at::mm(before.view({u, NH}), w.w_mr.t()));
+      mr.index_copy_(0, idx, at::addmm(b_xr, before.view({u, NH}), w.w_mr.t()));
     }
 
     at::Tensor d_mc = at::empty({j, B, H}, x.options());  // gradient of the chunk's memory term
@@ -268,8 +273,7 @@ LayerGrads layer_backward(const at::Tensor& grad_output, const LayerState& grad_
 
     // The chunk's memory term (r * m) @ W_mc^T with r = sigma(x W_xr^T + b_r + m W_mr^T).
     const at::Tensor m = mem.view({1, B, NH});
-    const at::Tensor r =
-        at::addmm(b_xr, x_rows.narrow(0, t0 * B, j * B), w_xr.t()).view({j, B, NH}).add_(mr).sigmoid_();
+    const at::Tensor r = at::mm(x_rows.narrow(0, t0 * B, j * B), w_xr.t()).view({j, B, NH}).add_(mr).sigmoid_();
     const at::Tensor d_mc_rows = d_mc.view({j * B, H});
     grads.w.w_mc.addmm_(d_mc_rows.t(), (r * m).view({j * B, NH}));
     const at::Tensor d_rm = at::mm(d_mc_rows, w.w_mc).view({j, B, NH});

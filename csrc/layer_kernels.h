@@ -33,8 +33,8 @@ struct BlockAttention {
 struct StepForward {
   int64_t t;
   at::Tensor lengths;  // (B,) int64 on the layer's device
-  at::Tensor xw;       // (B, G) row-strided view: columns [0, 4H) are the input-side gate pre-activations
-  at::Tensor rec;      // (B, 4H) h @ W_hh^T
+  at::Tensor xw;       // (B, G) row-strided view: columns [0, 4H) are x @ W_ih^T
+  at::Tensor rec;      // (B, 4H) h @ W_hh^T + b_ih + b_hh
   at::Tensor mc;       // (B, H) memory term
   at::Tensor h, c;     // (B, H) state, updated in place
   at::Tensor gates;    // (B, 4H) out: sigma(i), sigma(f), tanh(g), sigma(o)

@@ -23,9 +23,9 @@ struct StepForwardParams {
   int64_t B, H;
   int64_t t;               // the step index within the call
   const int64_t* lengths;  // (B,)
-  const T* xw;             // (B, xw_stride) columns [0, 4H): input-side gate pre-activations, biases included
+  const T* xw;             // (B, xw_stride) columns [0, 4H): x @ W_ih^T
   int64_t xw_stride;       // elements between rows of xw: the hoisted input GEMM has more columns than the gates
-  const T* rec;            // (B, 4H) h @ W_hh^T
+  const T* rec;            // (B, 4H) h @ W_hh^T + b_ih + b_hh
   const T* mc;             // (B, H) memory term ((r * m) @ W_mc^T)
   T* h;                    // (B, H) state, updated in place where active
   T* c;                    // (B, H) state, updated in place where active
