@@ -4,6 +4,7 @@
 
 #include "ops.h"
 
+#include <ATen/core/LegacyTypeDispatch.h>
 #include <torch/library.h>
 
 #include "cpu/kernels.h"
@@ -94,6 +95,7 @@ LayerForwardResult layer_forward_op(const LayerKernels& kernels, const at::Tenso
                                     const std::vector<at::Tensor>& weights, int64_t block_size, int64_t stride,
                                     int64_t num_heads, bool for_backward) {
   check_args(x, lengths, h0, c0, memory0, steps0, weights, block_size, stride, num_heads);
+  const at::AutoDispatchBelowADInplaceOrView below_views;  // see layer_backward_op
   const LayerState init{h0.contiguous(), c0.contiguous(), memory0.contiguous(),
                         window0.contiguous(), ewindow0.contiguous(), steps0.contiguous()};
   const LayerForward f = layer_forward(x.contiguous(), lengths.contiguous(), init,
@@ -112,6 +114,9 @@ LayerBackwardResult layer_backward_op(const LayerKernels& kernels, const at::Ten
                                       const at::Tensor& gates, const at::Tensor& memories,
                                       const std::vector<at::Tensor>& weights, int64_t block_size, int64_t stride,
                                       int64_t num_heads) {
+  // The layer's few thousand ATen calls on its own tensors need no autograd or view tracking:
+  // skipping those dispatch keys, as ATen's own kernels do below autograd, saves their overhead.
+  const at::AutoDispatchBelowADInplaceOrView below_views;
   const LayerState grad_final{grad_h.contiguous(), grad_c.contiguous(), grad_memory.contiguous(),
                               grad_window.contiguous(), grad_ewindow.contiguous(), at::Tensor()};
   const LayerState init{h0.contiguous(), c0.contiguous(), at::Tensor(), at::Tensor(), at::Tensor(),
