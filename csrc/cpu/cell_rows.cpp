@@ -5,6 +5,11 @@
 // float rows are compiled for AVX-512, AVX2 + FMA and baseline x86-64, picked at load time.
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define NRNM_CPU_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+// Without it GCC keeps the branches of gate_tanh (whose large-|x| side divides, and a division
+// may trap) and vectorizes these loops only where AVX-512 masks them: AVX2 ran one unit at a time.
+#ifndef __NO_TRAPPING_MATH__
+#error "csrc/cpu/cell_rows.cpp must be compiled with -fno-trapping-math (see setup.py)"
+#endif
 #else
 #define NRNM_CPU_CLONES
 #endif
