@@ -27,7 +27,7 @@ CUDA_SOURCES = sorted(glob.glob("csrc/cuda/*.cpp", root_dir=HERE)) + sorted(glob
 
 # -fno-trapping-math: without it GCC keeps the branches of the float gate math (csrc/nrnm_cell.h) rather
 # than compute a division that might trap, and vectorizes the step loops only where AVX-512 masks them:
-# on AVX2 and baseline x86-64 they ran one unit at a time (5x slower). Nothing here enables FP traps.
+# on AVX2 and baseline x86-64 they ran one unit at a time (about 4x the time). Nothing here enables FP traps.
 CXX_FLAGS = ["-O3", "-fopenmp", "-fno-trapping-math"]
 
 # The CUDA kernels are built when this torch has CUDA and nvcc is found (NRNM_FAST_CPU_ONLY=1 opts out);
