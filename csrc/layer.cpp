@@ -100,7 +100,7 @@ struct Dims {
 
 LayerForward layer_forward(const at::Tensor& x, const at::Tensor& lengths, const LayerState& init,
                            const LayerWeights& w, const LayerConfig& cfg, const LayerKernels& kernels,
-                           bool for_backward) {
+                           bool for_backward, const LayerForward* into) {
   const Dims d(x, init.memory, cfg);
   const int64_t T = d.T, B = d.B, H = d.H, N = d.N, NH = d.NH, k = d.k;
   // The schedule is planned on the host: one copy of steps and lengths per call.
@@ -116,17 +116,26 @@ LayerForward layer_forward(const at::Tensor& x, const at::Tensor& lengths, const
   const at::Tensor rx = xw.narrow(2, 4 * H, NH);
   const at::Tensor b_gates = w.b_x.narrow(0, 0, 4 * H), b_r = w.b_x.narrow(0, 4 * H, NH);
 
+  // The caller's tensors where `into` has them, new ones elsewhere.
+  const auto place = [&](const at::Tensor* given, at::IntArrayRef shape) {
+    if (given == nullptr || !given->defined()) return at::empty(shape, x.options());
+    TORCH_CHECK(given->sizes() == shape && given->scalar_type() == x.scalar_type() && given->device() == x.device(),
+                "nrnm_fast: layer_forward got a tensor of ", given->sizes(), " to write ", shape, " into");
+    return *given;
+  };
+  const LayerSaved* into_saved = into ? &into->saved : nullptr;
   LayerSaved saved;
-  saved.e_line = at::empty({k + T, B, H}, x.options());
+  saved.e_line = place(into_saved ? &into_saved->e_line : nullptr, {k + T, B, H});
   saved.e_line.narrow(0, 0, k).copy_(init.ewindow.transpose(0, 1));
   at::Tensor e_rows = saved.e_line.narrow(0, k, T);
   at::add_out(e_rows, xw.narrow(2, 4 * H + NH, H), w.b_x.narrow(0, 4 * H + NH, H));
-  saved.h_line = at::empty({k + T, B, H}, x.options());
+  saved.h_line = place(into_saved ? &into_saved->h_line : nullptr, {k + T, B, H});
   saved.h_line.narrow(0, 0, k).copy_(init.window.transpose(0, 1));
   // Only the backward reads the gates and cells of past steps and the memories before each update.
-  saved.cells = at::empty({for_backward ? T : 1, B, H}, x.options());
-  saved.gates = at::empty({for_backward ? T : 1, B, 4 * H}, x.options());
-  saved.memories = at::zeros({for_backward ? Schedule::max_updates(T, d.s) + 1 : 0, B, N, H}, x.options());
+  saved.cells = place(into_saved ? &into_saved->cells : nullptr, {for_backward ? T : 1, B, H});
+  saved.gates = place(into_saved ? &into_saved->gates : nullptr, {for_backward ? T : 1, B, 4 * H});
+  saved.memories = place(into_saved ? &into_saved->memories : nullptr,
+                         {for_backward ? Schedule::max_updates(T, d.s) + 1 : 0, B, N, H}).zero_();
   if (for_backward) saved.memories[0].copy_(init.memory);
 
   // Keys and values of every time-line row, computed once: blocks overlap.
@@ -142,7 +151,7 @@ LayerForward layer_forward(const at::Tensor& x, const at::Tensor& lengths, const
   const UpdatePlan plan(schedule, steps0, cfg, B, x.options());
   size_t update = 0;
   at::Tensor h = init.h.clone(), c = init.c.clone();
-  at::Tensor output = at::zeros({T, B, H}, x.options());
+  at::Tensor output = place(into ? &into->output : nullptr, {T, B, H}).zero_();
   at::Tensor rec = at::empty({B, 4 * H}, x.options());
   // Small GEMMs run up to 2x faster on a row-major right operand than on a transposed view (MKL).
   const at::Tensor w_hh_t = w.w_hh.t().contiguous();  // (H, 4H)
@@ -201,12 +210,12 @@ LayerGrads layer_backward(const at::Tensor& grad_output, const LayerState& grad_
 
   LayerGrads grads;
   {
-    std::vector<at::Tensor> gw;
-    for (const at::Tensor& t : w.list()) gw.push_back(at::zeros_like(t));
+    std::vector<at::Tensor> gw;  // w_x, b_x and w_hh get theirs from GEMMs after the loop
+    for (const at::Tensor& t : w.list())
+      gw.push_back(t.is_same(w.w_x) || t.is_same(w.b_x) || t.is_same(w.w_hh) ? at::Tensor() : at::zeros_like(t));
     grads.w = LayerWeights::from_list(gw);
   }
 
-  const at::Tensor x_rows = x.reshape({T * B, d.D});
   const at::Tensor w_xr = w.w_x.narrow(0, 4 * H, NH), b_xr = w.b_x.narrow(0, 4 * H, NH);
   const at::Tensor w_kv = w.w_in.narrow(0, H, 2 * H), b_kv = w.b_in.narrow(0, H, 2 * H);
   BlockLines lines{at::addmm(b_kv, saved.e_line.view({(k + T) * B, H}), w_kv.t()).view({k + T, B, 2 * H}),
@@ -273,7 +282,8 @@ LayerGrads layer_backward(const at::Tensor& grad_output, const LayerState& grad_
 
     // The chunk's memory term (r * m) @ W_mc^T with r = sigma(x W_xr^T + b_r + m W_mr^T).
     const at::Tensor m = mem.view({1, B, NH});
-    const at::Tensor r = at::mm(x_rows.narrow(0, t0 * B, j * B), w_xr.t()).view({j, B, NH}).add_(mr).sigmoid_();
+    const at::Tensor x_chunk = x.narrow(0, t0, j).reshape({j * B, d.D});
+    const at::Tensor r = at::mm(x_chunk, w_xr.t()).view({j, B, NH}).add_(mr).sigmoid_();
     const at::Tensor d_mc_rows = d_mc.view({j * B, H});
     grads.w.w_mc.addmm_(d_mc_rows.t(), (r * m).view({j * B, NH}));
     const at::Tensor d_rm = at::mm(d_mc_rows, w.w_mc).view({j, B, NH});
@@ -293,7 +303,7 @@ LayerGrads layer_backward(const at::Tensor& grad_output, const LayerState& grad_
   d_xw.narrow(2, 4 * H + NH, H).copy_(d_e_line.narrow(0, k, T));
   const at::Tensor d_xw_rows = d_xw.view({T * B, d.G});
   grads.x = at::mm(d_xw_rows, w.w_x).view({T, B, d.D});
-  grads.w.w_x = at::mm(d_xw_rows.t(), x_rows);
+  grads.w.w_x = at::mm(d_xw_rows.t(), x.reshape({T * B, d.D}));
   grads.w.b_x = d_xw_rows.sum(0);
   // dW_hh = sum_t da_t^T h_{t-1}: step 0 reads h0, step t > 0 the time line's row of step t - 1.
   const at::Tensor d_gate_rows = d_xw_rows.narrow(1, 0, 4 * H);

@@ -74,9 +74,12 @@ struct LayerForward {
 // Runs the layer. x (T, B, D); lengths (B,) int64 in 1..T. Without for_backward (inference)
 // saved.cells, saved.gates and saved.memories come back empty (0 elements): each step's gates
 // and cells go to one scratch row, and the memories are not kept.
+// `into`: where its output and saved tensors are defined, the layer writes them there instead of
+// into new tensors (shapes as above; the output may be a batch slice of a larger (T, B', H)
+// tensor: only each step's (B, H) rows must be contiguous; the saved tensors contiguous).
 LayerForward layer_forward(const at::Tensor& x, const at::Tensor& lengths, const LayerState& initial,
                            const LayerWeights& w, const LayerConfig& cfg, const LayerKernels& kernels,
-                           bool for_backward = true);
+                           bool for_backward = true, const LayerForward* into = nullptr);
 
 struct LayerGrads {
   at::Tensor x;  // (T, B, D)
@@ -85,7 +88,9 @@ struct LayerGrads {
 };
 
 // Gradients of every input given the gradients of the output (T, B, H) and of the final
-// state (h, c, memory, window, ewindow; undefined tensors count as zero).
+// state (h, c, memory, window, ewindow; undefined tensors count as zero). grad_output and x
+// may be batch slices of larger (T, B', .) tensors (each step's rows contiguous); every other
+// tensor is contiguous.
 LayerGrads layer_backward(const at::Tensor& grad_output, const LayerState& grad_final, const at::Tensor& x,
                           const at::Tensor& lengths, const LayerState& initial, const LayerSaved& saved,
                           const LayerWeights& w, const LayerConfig& cfg, const LayerKernels& kernels);

@@ -8,6 +8,7 @@
 #include <torch/library.h>
 
 #include "cpu/kernels.h"
+#include "batch_shards.h"
 #include "layer.h"
 
 namespace nrnm {
@@ -62,14 +63,22 @@ void check_cpu_dtype(const at::Tensor& x) {
               "nrnm_fast: the CPU path supports float32 and float64, got ", x.scalar_type());
 }
 
+// Triton's kernels on CPU tensors run in its interpreter, in Python: one thread at a time.
+void check_shards(int64_t batch_shards, bool triton_attention) {
+  TORCH_CHECK(batch_shards == 1 || !triton_attention,
+              "nrnm_fast: with triton_attention the CPU op runs one batch shard, got batch_shards ", batch_shards);
+}
+
 LayerForwardResult layer_forward_cpu(const at::Tensor& x, const at::Tensor& lengths, const at::Tensor& h0,
                                      const at::Tensor& c0, const at::Tensor& memory0, const at::Tensor& window0,
                                      const at::Tensor& ewindow0, const at::Tensor& steps0,
                                      const std::vector<at::Tensor>& weights, int64_t block_size, int64_t stride,
-                                     int64_t num_heads, bool triton_attention, bool for_backward) {
+                                     int64_t num_heads, bool triton_attention, bool for_backward,
+                                     int64_t batch_shards) {
   check_cpu_dtype(x);
+  check_shards(batch_shards, triton_attention);
   return layer_forward_op(cpu_kernels(triton_attention), x, lengths, h0, c0, memory0, window0, ewindow0, steps0,
-                          weights, block_size, stride, num_heads, for_backward);
+                          weights, block_size, stride, num_heads, for_backward, batch_shards);
 }
 
 LayerBackwardResult layer_backward_cpu(const at::Tensor& grad_output, const at::Tensor& grad_h,
@@ -80,11 +89,12 @@ LayerBackwardResult layer_backward_cpu(const at::Tensor& grad_output, const at::
                                        const at::Tensor& e_line, const at::Tensor& cells, const at::Tensor& gates,
                                        const at::Tensor& memories, const std::vector<at::Tensor>& weights,
                                        int64_t block_size, int64_t stride, int64_t num_heads,
-                                       bool triton_attention) {
+                                       bool triton_attention, int64_t batch_shards) {
   check_cpu_dtype(x);
+  check_shards(batch_shards, triton_attention);
   return layer_backward_op(cpu_kernels(triton_attention), grad_output, grad_h, grad_c, grad_memory, grad_window,
                            grad_ewindow, x, lengths, h0, c0, steps0, h_line, e_line, cells, gates, memories, weights,
-                           block_size, stride, num_heads);
+                           block_size, stride, num_heads, batch_shards);
 }
 
 }  // namespace
@@ -93,14 +103,14 @@ LayerForwardResult layer_forward_op(const LayerKernels& kernels, const at::Tenso
                                     const at::Tensor& h0, const at::Tensor& c0, const at::Tensor& memory0,
                                     const at::Tensor& window0, const at::Tensor& ewindow0, const at::Tensor& steps0,
                                     const std::vector<at::Tensor>& weights, int64_t block_size, int64_t stride,
-                                    int64_t num_heads, bool for_backward) {
+                                    int64_t num_heads, bool for_backward, int64_t batch_shards) {
   check_args(x, lengths, h0, c0, memory0, steps0, weights, block_size, stride, num_heads);
   const at::AutoDispatchBelowADInplaceOrView below_views;  // see layer_backward_op
   const LayerState init{h0.contiguous(), c0.contiguous(), memory0.contiguous(),
                         window0.contiguous(), ewindow0.contiguous(), steps0.contiguous()};
-  const LayerForward f = layer_forward(x.contiguous(), lengths.contiguous(), init,
-                                       LayerWeights::from_list(contiguous(weights)),
-                                       {block_size, stride, num_heads}, kernels, for_backward);
+  const LayerForward f = sharded_layer_forward(x.contiguous(), lengths.contiguous(), init,
+                                               LayerWeights::from_list(contiguous(weights)),
+                                               {block_size, stride, num_heads}, kernels, for_backward, batch_shards);
   return {f.output, f.final.h, f.final.c, f.final.memory, f.final.window, f.final.ewindow, f.final.steps,
           f.saved.h_line, f.saved.e_line, f.saved.cells, f.saved.gates, f.saved.memories};
 }
@@ -113,7 +123,7 @@ LayerBackwardResult layer_backward_op(const LayerKernels& kernels, const at::Ten
                                       const at::Tensor& h_line, const at::Tensor& e_line, const at::Tensor& cells,
                                       const at::Tensor& gates, const at::Tensor& memories,
                                       const std::vector<at::Tensor>& weights, int64_t block_size, int64_t stride,
-                                      int64_t num_heads) {
+                                      int64_t num_heads, int64_t batch_shards) {
   // The layer's few thousand ATen calls on its own tensors need no autograd or view tracking:
   // skipping those dispatch keys, as ATen's own kernels do below autograd, saves their overhead.
   const at::AutoDispatchBelowADInplaceOrView below_views;
@@ -123,9 +133,10 @@ LayerBackwardResult layer_backward_op(const LayerKernels& kernels, const at::Ten
                         steps0.contiguous()};
   const LayerSaved saved{h_line.contiguous(), e_line.contiguous(), cells.contiguous(), gates.contiguous(),
                          memories.contiguous()};
-  const LayerGrads g = layer_backward(grad_output.contiguous(), grad_final, x.contiguous(), lengths.contiguous(),
-                                      init, saved, LayerWeights::from_list(contiguous(weights)),
-                                      {block_size, stride, num_heads}, kernels);
+  const LayerGrads g = sharded_layer_backward(grad_output.contiguous(), grad_final, x.contiguous(),
+                                              lengths.contiguous(), init, saved,
+                                              LayerWeights::from_list(contiguous(weights)),
+                                              {block_size, stride, num_heads}, kernels, batch_shards);
   return {g.x, g.initial.h, g.initial.c, g.initial.memory, g.initial.window, g.initial.ewindow, g.w.list()};
 }
 
@@ -134,18 +145,20 @@ LayerBackwardResult layer_backward_op(const LayerKernels& kernels, const at::Ten
 // triton_attention: run the memory update's attention with the Triton kernels
 // (csrc/triton_attention.h) instead of the device's own. for_backward: keep what
 // layer_backward needs (without it, for inference, cells, gates and memories come back empty).
+// batch_shards: split the batch into this many shards run in parallel on the CPU's threads
+// (csrc/batch_shards.h; 1 on CUDA); the backward takes the forward's.
 TORCH_LIBRARY(nrnm_fast, m) {
   m.def(
       "layer_forward(Tensor x, Tensor lengths, Tensor h0, Tensor c0, Tensor memory0, Tensor window0, "
       "Tensor ewindow0, Tensor steps0, Tensor[] weights, int block_size, int stride, int num_heads, "
-      "bool triton_attention, bool for_backward) -> "
+      "bool triton_attention, bool for_backward, int batch_shards) -> "
       "(Tensor output, Tensor h, Tensor c, Tensor memory, Tensor window, Tensor ewindow, Tensor steps, "
       "Tensor h_line, Tensor e_line, Tensor cells, Tensor gates, Tensor memories)");
   m.def(
       "layer_backward(Tensor grad_output, Tensor grad_h, Tensor grad_c, Tensor grad_memory, Tensor grad_window, "
       "Tensor grad_ewindow, Tensor x, Tensor lengths, Tensor h0, Tensor c0, Tensor steps0, Tensor h_line, "
       "Tensor e_line, Tensor cells, Tensor gates, Tensor memories, Tensor[] weights, int block_size, int stride, "
-      "int num_heads, bool triton_attention) -> (Tensor grad_x, Tensor grad_h0, Tensor grad_c0, "
+      "int num_heads, bool triton_attention, int batch_shards) -> (Tensor grad_x, Tensor grad_h0, Tensor grad_c0, "
       "Tensor grad_memory0, Tensor grad_window0, Tensor grad_ewindow0, Tensor[] grad_weights)");
 }
 

@@ -26,7 +26,7 @@ LayerForwardResult layer_forward_op(const LayerKernels& kernels, const at::Tenso
                                     const at::Tensor& h0, const at::Tensor& c0, const at::Tensor& memory0,
                                     const at::Tensor& window0, const at::Tensor& ewindow0, const at::Tensor& steps0,
                                     const std::vector<at::Tensor>& weights, int64_t block_size, int64_t stride,
-                                    int64_t num_heads, bool for_backward);
+                                    int64_t num_heads, bool for_backward, int64_t batch_shards);
 
 LayerBackwardResult layer_backward_op(const LayerKernels& kernels, const at::Tensor& grad_output,
                                       const at::Tensor& grad_h, const at::Tensor& grad_c,
@@ -36,6 +36,6 @@ LayerBackwardResult layer_backward_op(const LayerKernels& kernels, const at::Ten
                                       const at::Tensor& h_line, const at::Tensor& e_line, const at::Tensor& cells,
                                       const at::Tensor& gates, const at::Tensor& memories,
                                       const std::vector<at::Tensor>& weights, int64_t block_size, int64_t stride,
-                                      int64_t num_heads);
+                                      int64_t num_heads, int64_t batch_shards);
 
 }  // namespace nrnm

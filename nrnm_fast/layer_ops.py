@@ -41,6 +41,22 @@ def pack_weights(w: LayerWeights) -> list[Tensor]:
     ]
 
 
+@torch.compiler.assume_constant_result
+def _cpu_threads() -> int:
+    # A compiled graph keeps the count it was traced with: the shard count changes speed, never results.
+    return torch.get_num_threads()
+
+
+def batch_shards(x: Tensor, triton_attention: bool) -> int:
+    """How many batch shards the op runs in parallel (csrc/batch_shards.h): one per CPU thread.
+
+    One on CUDA, and with Triton's attention on CPU tensors (its interpreter runs in Python).
+    """
+    if x.device.type != "cpu" or triton_attention:
+        return 1
+    return max(1, min(_cpu_threads(), x.shape[1]))
+
+
 def run_layer(
     x: Tensor, lengths: Optional[Tensor], state: LayerState, w: LayerWeights, config: LayerConfig,
     triton_attention: bool,
@@ -52,7 +68,8 @@ def run_layer(
     weights = pack_weights(w)
     # Inference (no_grad, or nothing that needs a gradient) keeps none of what only the backward reads.
     for_backward = torch.is_grad_enabled() and any(t.requires_grad for t in (x, *state, *weights))
-    out = _ops.layer_forward(x, lengths.to(x.device), *state, weights, *config, triton_attention, for_backward)
+    out = _ops.layer_forward(x, lengths.to(x.device), *state, weights, *config, triton_attention, for_backward,
+                             batch_shards(x, triton_attention))
     return out[0], LayerState(*out[1:7])
 
 
@@ -65,7 +82,7 @@ def cpu_layer(
 
 @torch.library.register_fake("nrnm_fast::layer_forward")
 def _layer_forward_fake(x, lengths, h0, c0, memory0, window0, ewindow0, steps0, weights, block_size, stride,
-                        num_heads, triton_attention, for_backward):
+                        num_heads, triton_attention, for_backward, batch_shards):
     T, B, _ = x.shape
     N, H = memory0.shape[1], memory0.shape[2]
     k, max_updates = block_size, (T + stride - 1) // stride
@@ -81,7 +98,7 @@ def _layer_forward_fake(x, lengths, h0, c0, memory0, window0, ewindow0, steps0, 
 @torch.library.register_fake("nrnm_fast::layer_backward")
 def _layer_backward_fake(grad_output, grad_h, grad_c, grad_memory, grad_window, grad_ewindow, x, lengths, h0, c0,
                          steps0, h_line, e_line, cells, gates, memories, weights, block_size, stride, num_heads,
-                         triton_attention):
+                         triton_attention, batch_shards):
     B, N, H = memories.shape[1], memories.shape[2], memories.shape[3]
     k = block_size
     return (torch.empty_like(x), torch.empty_like(h0), torch.empty_like(c0), h0.new_empty(B, N, H),
@@ -90,10 +107,10 @@ def _layer_backward_fake(grad_output, grad_h, grad_c, grad_memory, grad_window, 
 
 def _setup_context(ctx, inputs, output):
     (x, lengths, h0, c0, _memory0, _window0, _ewindow0, steps0, weights, block_size, stride, num_heads, triton,
-     for_backward) = inputs
+     for_backward, shards) = inputs
     if not for_backward:
         raise RuntimeError("nrnm_fast.layer_forward: call it with for_backward=True when a gradient is needed")
-    ctx.config = (block_size, stride, num_heads, triton)
+    ctx.config = (block_size, stride, num_heads, triton, shards)  # the saved tensors' layout depends on shards
     ctx.num_weights = len(weights)
     ctx.save_for_backward(x, lengths, h0, c0, steps0, *output[7:], *weights)
 
@@ -114,7 +131,7 @@ def _backward(ctx, grad_output, grad_h, grad_c, grad_memory, grad_window, grad_e
         weights, *ctx.config)
     grad_x, grad_h0, grad_c0, grad_memory0, grad_window0, grad_ewindow0, grad_weights = grads
     return (grad_x, None, grad_h0, grad_c0, grad_memory0, grad_window0, grad_ewindow0, None, list(grad_weights),
-            None, None, None, None, None)
+            None, None, None, None, None, None)
 
 
 torch.library.register_autograd("nrnm_fast::layer_forward", _backward, setup_context=_setup_context)

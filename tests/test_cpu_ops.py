@@ -11,7 +11,7 @@ from nrnm_fast import available_backends
 pytestmark = pytest.mark.skipif("cpu" not in available_backends(), reason="C++ extension not built")
 
 
-def _layer_args(requires_grad: bool, for_backward: bool = True):
+def _layer_args(requires_grad: bool, for_backward: bool = True, batch_shards: int = 1):
     from nrnm_fast.layer_ops import pack_weights
 
     torch.manual_seed(0)
@@ -20,12 +20,14 @@ def _layer_args(requires_grad: bool, for_backward: bool = True):
     x = torch.randn(5, 2, 3, dtype=torch.float64, requires_grad=requires_grad)
     weights = [w.detach().requires_grad_(requires_grad) for w in pack_weights(model.layer_weights(0))]
     floats = [t.detach().requires_grad_(requires_grad and t.is_floating_point()) for t in state]
-    return (x, torch.tensor([5, 3]), *floats, weights, 3, 2, 2, False, for_backward)
+    return (x, torch.tensor([5, 3]), *floats, weights, 3, 2, 2, False, for_backward, batch_shards)
 
 
+@pytest.mark.parametrize("batch_shards", [1, 2])
 @pytest.mark.parametrize("requires_grad, for_backward", [(False, False), (False, True), (True, True)])
-def test_opcheck_layer_forward(requires_grad, for_backward):
-    torch.library.opcheck(torch.ops.nrnm_fast.layer_forward.default, _layer_args(requires_grad, for_backward))
+def test_opcheck_layer_forward(requires_grad, for_backward, batch_shards):
+    torch.library.opcheck(torch.ops.nrnm_fast.layer_forward.default,
+                          _layer_args(requires_grad, for_backward, batch_shards))
 
 
 def test_inference_keeps_nothing_for_the_backward_and_computes_the_same():
@@ -43,16 +45,41 @@ def test_forward_without_for_backward_refuses_a_gradient():
         torch.ops.nrnm_fast.layer_forward(*_layer_args(True, False))
 
 
-def test_opcheck_layer_backward():
-    args = _layer_args(False)
+@pytest.mark.parametrize("batch_shards", [1, 2])
+def test_opcheck_layer_backward(batch_shards):
+    args = _layer_args(False, batch_shards=batch_shards)
     out = torch.ops.nrnm_fast.layer_forward(*args)
     x, lengths, h0, c0, _m0, _w0, _e0, steps0, weights = args[:9]
     grads = [torch.randn_like(t) for t in out[:6]]
     torch.library.opcheck(torch.ops.nrnm_fast.layer_backward.default,
-                          (*grads, x, lengths, h0, c0, steps0, *out[7:], weights, 3, 2, 2, False))
+                          (*grads, x, lengths, h0, c0, steps0, *out[7:], weights, 3, 2, 2, False, batch_shards))
 
 
-def test_torch_compile_fullgraph_matches_eager():
+@pytest.mark.parametrize("batch_shards", [0, 3])
+def test_batch_shards_out_of_range_is_refused(batch_shards):
+    with pytest.raises(RuntimeError, match=r"batch_shards must lie in 1\.\.2 \(the batch\), got " + str(batch_shards)):
+        torch.ops.nrnm_fast.layer_forward(*_layer_args(False, True, batch_shards))
+
+
+def test_batch_shards_with_triton_attention_is_refused():
+    args = list(_layer_args(False, True, 2))
+    args[-3] = True  # triton_attention
+    with pytest.raises(RuntimeError, match="with triton_attention the CPU op runs one batch shard, got batch_shards 2"):
+        torch.ops.nrnm_fast.layer_forward(*args)
+
+
+@pytest.mark.parametrize("threads", [1, 2])  # 2: the compiled graph runs the op in 2 batch shards
+def test_torch_compile_fullgraph_matches_eager(threads):
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        _compile_fullgraph_matches_eager()
+    finally:
+        torch.set_num_threads(before)
+
+
+def _compile_fullgraph_matches_eager():
+    torch._dynamo.reset()  # the shard count is a constant of the traced graph
     model = random_model(3, 4, num_layers=2, block_size=3, stride=2, num_slots=2, num_heads=2, backend="cpu")
     x = torch.randn(6, 2, 3, dtype=torch.float64)
     start = random_state(model, 2, [0, 3])

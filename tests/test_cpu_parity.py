@@ -6,7 +6,9 @@ upstream gradients on the output and on every final-state tensor.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from unittest import mock
 
 import pytest
 import torch
@@ -35,6 +37,55 @@ def test_cpu_matches_reference_float64(case):
 @pytest.mark.parametrize("case", ["T17-s-not-dividing-k", "T50-two-layers"])
 def test_cpu_matches_reference_float32(case):
     assert_matches(run_case("cpu", torch.float32, CASES[case]), run_case("reference", torch.float32, CASES[case]), 1e-5)
+
+
+@contextlib.contextmanager
+def batch_shards(shards: int, threads: int):
+    """The op split into `shards` batch shards (at most the batch) on `threads` torch threads."""
+    from nrnm_fast import layer_ops
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    with mock.patch.object(layer_ops, "batch_shards", lambda x, triton: min(shards, x.shape[1])):
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
+
+
+SHARDED_CASES = [name for name, case in CASES.items() if case[1] > 1]
+
+
+@requires_cpu_ext
+@pytest.mark.parametrize("shards, threads", [(2, 1), (3, 1), (2, 2), (3, 2)])
+@pytest.mark.parametrize("case", SHARDED_CASES)
+def test_batch_shards_match_reference_float64(case, shards, threads):
+    """Shards of 1 and 2 elements, run one after another and on two threads (unevenly with 3 shards)."""
+    with batch_shards(shards, threads):
+        actual = run_case("cpu", torch.float64, CASES[case])
+    assert_matches(actual, run_case("reference", torch.float64, CASES[case]), 1e-10)
+
+
+@requires_cpu_ext
+def test_batch_shards_match_reference_float32():
+    with batch_shards(2, 2):
+        actual = run_case("cpu", torch.float32, CASES["T50-two-layers"])
+    assert_matches(actual, run_case("reference", torch.float32, CASES["T50-two-layers"]), 1e-5)
+
+
+@requires_cpu_ext
+def test_one_shard_per_thread_up_to_the_batch():
+    from nrnm_fast.layer_ops import batch_shards
+
+    x = torch.empty(4, 3, 2)
+    before = torch.get_num_threads()
+    try:
+        for threads, expected in [(1, 1), (2, 2), (5, 3)]:
+            torch.set_num_threads(threads)
+            assert batch_shards(x, triton_attention=False) == expected
+        assert batch_shards(x, triton_attention=True) == 1
+    finally:
+        torch.set_num_threads(before)
 
 
 @requires_cpu_ext

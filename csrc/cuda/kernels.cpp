@@ -83,9 +83,11 @@ const LayerKernels kCudaKernels{step_forward,
                                 indexed::scatter_add_block_rows,
                                 indexed::block_mean};
 
-void check_cuda(const at::Tensor& x, bool triton_attention) {
+void check_cuda(const at::Tensor& x, bool triton_attention, int64_t batch_shards) {
   TORCH_CHECK(triton_attention, "nrnm_fast: on CUDA the memory update's attention runs in Triton: call the op "
               "with triton_attention=True");
+  TORCH_CHECK(batch_shards == 1, "nrnm_fast: on CUDA the op runs the whole batch at once: call it with "
+              "batch_shards=1, got ", batch_shards);
   TORCH_CHECK(x.is_cuda(), "nrnm_fast: the CUDA kernel got tensors on ", x.device());
 }
 
@@ -93,11 +95,12 @@ LayerForwardResult layer_forward_cuda(const at::Tensor& x, const at::Tensor& len
                                       const at::Tensor& c0, const at::Tensor& memory0, const at::Tensor& window0,
                                       const at::Tensor& ewindow0, const at::Tensor& steps0,
                                       const std::vector<at::Tensor>& weights, int64_t block_size, int64_t stride,
-                                      int64_t num_heads, bool triton_attention, bool for_backward) {
-  check_cuda(x, triton_attention);
+                                      int64_t num_heads, bool triton_attention, bool for_backward,
+                                      int64_t batch_shards) {
+  check_cuda(x, triton_attention, batch_shards);
   const c10::cuda::CUDAGuard guard(x.device());
   return layer_forward_op(kCudaKernels, x, lengths, h0, c0, memory0, window0, ewindow0, steps0, weights,
-                          block_size, stride, num_heads, for_backward);
+                          block_size, stride, num_heads, for_backward, batch_shards);
 }
 
 LayerBackwardResult layer_backward_cuda(const at::Tensor& grad_output, const at::Tensor& grad_h,
@@ -108,12 +111,12 @@ LayerBackwardResult layer_backward_cuda(const at::Tensor& grad_output, const at:
                                         const at::Tensor& e_line, const at::Tensor& cells, const at::Tensor& gates,
                                         const at::Tensor& memories, const std::vector<at::Tensor>& weights,
                                         int64_t block_size, int64_t stride, int64_t num_heads,
-                                        bool triton_attention) {
-  check_cuda(x, triton_attention);
+                                        bool triton_attention, int64_t batch_shards) {
+  check_cuda(x, triton_attention, batch_shards);
   const c10::cuda::CUDAGuard guard(x.device());
   return layer_backward_op(kCudaKernels, grad_output, grad_h, grad_c, grad_memory, grad_window, grad_ewindow, x,
                            lengths, h0, c0, steps0, h_line, e_line, cells, gates, memories, weights, block_size,
-                           stride, num_heads);
+                           stride, num_heads, batch_shards);
 }
 
 }  // namespace
