@@ -162,7 +162,7 @@ LayerForward layer_forward(const at::Tensor& x, const at::Tensor& lengths, const
     const at::Tensor rm = rx.narrow(0, t0, j).add(mr).sigmoid_().mul_(mem.view({1, B, NH}));
     const at::Tensor mc = at::mm(rm.view({j * B, NH}), w.w_mc.t()).view({j, B, H});
     for (int64_t t = t0; t <= chunk.t1; ++t) {
-      at::addmm_out(rec, b_gates, h, w_hh_t);
+      kernels.step_matmul(h, w_hh_t, b_gates, rec);
       const int64_t row = for_backward ? t : 0;
       kernels.step_forward({t, lengths, xw[t], rec, mc[t - t0], h, c, saved.gates[row], saved.cells[row],
                             output[t], saved.h_line[k + t]});
@@ -269,7 +269,7 @@ LayerGrads layer_backward(const at::Tensor& grad_output, const LayerState& grad_
     for (int64_t t = t1; t >= t0; --t) {
       kernels.step_backward({t, lengths, saved.gates[t], t > 0 ? saved.cells[t - 1] : init.c, saved.cells[t],
                              d_out[t], d_h_line[k + t], dh, dc, d_xw[t], d_mc[t - t0]});
-      at::mm_out(dh_rec, d_gates[t], w.w_hh);
+      kernels.step_matmul(d_gates[t], w.w_hh, at::Tensor(), dh_rec);
       // Inactive elements pass dh on: one masked copy (one kernel on a GPU) unless all are active.
       bool all_active = true;
       for (int64_t b = 0; b < B; ++b) all_active = all_active && t < len[b];

@@ -57,6 +57,9 @@ struct StepBackward {
 struct LayerKernels {
   void (*step_forward)(const StepForward& s);
   void (*step_backward)(const StepBackward& s);
+  // The per-step GEMM of the forward and of the backward: out (B, N) = a (B, K) @ b (K, N)
+  // + bias (N,) (undefined: no bias). b contiguous; a and out may be row-strided views.
+  void (*step_matmul)(const at::Tensor& a, const at::Tensor& b, const at::Tensor& bias, const at::Tensor& out);
 
   // Attention of the N memory queries over the N + 2k keys of each block, keys and values
   // read in place from the time lines kv_emb, kv_hid (k + T, B, 2H) (row k + t holds step t);
@@ -76,5 +79,15 @@ struct LayerKernels {
   // (u, H): the mean of each block's valid rows of a time line (k + T, B, H).
   at::Tensor (*block_mean)(const BlockAttention& a, const at::Tensor& line);
 };
+
+// step_matmul with ATen's GEMM (the CUDA table's; the CPU's for larger batches).
+inline void aten_step_matmul(const at::Tensor& a, const at::Tensor& b, const at::Tensor& bias, const at::Tensor& out) {
+  at::Tensor result = out;
+  if (bias.defined()) {
+    at::addmm_out(result, bias, a, b);
+  } else {
+    at::mm_out(result, a, b);
+  }
+}
 
 }  // namespace nrnm

@@ -23,6 +23,8 @@ CASES = {
     "T50-two-layers": (50, 3, 2, 8, 4, 2, 2, [50, 50, 20], [3, 0, 9]),
     "T17-B1-streamed": (17, 1, 2, 3, 2, 3, 1, None, [11]),
     "T3-k1": (3, 3, 1, 1, 1, 2, 2, [3, 1, 2], [0, 4, 1]),
+    # 13 rows per step GEMM: the CPU path's register-blocked GEMM in blocks of 4 rows and a remainder
+    "T9-B13": (9, 13, 1, 4, 2, 2, 2, [9, 9, 5, 9, 1, 9, 7, 9, 9, 3, 9, 9, 8], [0, 0, 1, 0, 2, 0, 0, 5, 0, 0, 3, 0, 0]),
 }
 
 
