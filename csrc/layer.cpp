@@ -146,6 +146,7 @@ LayerForward layer_forward(const at::Tensor& x, const at::Tensor& lengths, const
   at::addmm_out(kv_h_rows, b_kv, saved.h_line.narrow(0, 0, k).view({k * B, H}), w_kv.t());
 
   const BlockLines lines{kv_e, kv_h, saved.e_line, saved.h_line};
+  const MemoryWeightsT wt(w);
   at::Tensor mem = init.memory.clone();
   at::Tensor mr = at::addmm(b_r, mem.view({B, NH}), w.w_mr.t());  // m @ W_mr^T + b_r: changes only at updates
   const UpdatePlan plan(schedule, steps0, cfg, B, x.options());
@@ -162,7 +163,7 @@ LayerForward layer_forward(const at::Tensor& x, const at::Tensor& lengths, const
     const at::Tensor rm = rx.narrow(0, t0, j).add(mr).sigmoid_().mul_(mem.view({1, B, NH}));
     const at::Tensor mc = at::mm(rm.view({j * B, NH}), w.w_mc.t()).view({j, B, H});
     for (int64_t t = t0; t <= chunk.t1; ++t) {
-      kernels.step_matmul(h, w_hh_t, b_gates, rec);
+      kernels.loop_matmul(h, w_hh_t, b_gates, rec);
       const int64_t row = for_backward ? t : 0;
       kernels.step_forward({t, lengths, xw[t], rec, mc[t - t0], h, c, saved.gates[row], saved.cells[row],
                             output[t], saved.h_line[k + t]});
@@ -173,9 +174,9 @@ LayerForward layer_forward(const at::Tensor& x, const at::Tensor& lengths, const
 
     const BlockAttention& a = plan.updates[update];
     const at::Tensor& idx = a.elems_index;
-    const at::Tensor new_mem = memory_update_forward(mem.index_select(0, idx), a, lines, w, kernels);
+    const at::Tensor new_mem = memory_update_forward(mem.index_select(0, idx), a, lines, w, wt, kernels);
     mem.index_copy_(0, idx, new_mem);
-    mr.index_copy_(0, idx, at::addmm(b_r, new_mem.view({-1, NH}), w.w_mr.t()));
+    mr.index_copy_(0, idx, loop_matmul(kernels, new_mem.view({-1, NH}), wt.w_mr, b_r));
     if (for_backward) saved.memories.view({-1, N, H}).index_copy_(0, plan.slots_after[update], new_mem);
     ++update;
   }
@@ -218,6 +219,7 @@ LayerGrads layer_backward(const at::Tensor& grad_output, const LayerState& grad_
 
   const at::Tensor w_xr = w.w_x.narrow(0, 4 * H, NH), b_xr = w.b_x.narrow(0, 4 * H, NH);
   const at::Tensor w_kv = w.w_in.narrow(0, H, 2 * H), b_kv = w.b_in.narrow(0, H, 2 * H);
+  const MemoryWeightsT wt(w);
   BlockLines lines{at::addmm(b_kv, saved.e_line.view({(k + T) * B, H}), w_kv.t()).view({k + T, B, 2 * H}),
                    at::addmm(b_kv, saved.h_line.view({(k + T) * B, H}), w_kv.t()).view({k + T, B, 2 * H}),
                    saved.e_line, saved.h_line};
@@ -255,21 +257,23 @@ LayerGrads layer_backward(const at::Tensor& grad_output, const LayerState& grad_
       const int64_t u = idx.size(0);
       // The updated memory feeds later memory terms directly and through m @ W_mr^T.
       const at::Tensor d_mr_u = d_mr.index_select(0, idx);
-      const at::Tensor grad_new = d_mem.index_select(0, idx).add_(at::mm(d_mr_u, w.w_mr).view({u, N, H}));
+      const at::Tensor grad_new =
+          d_mem.index_select(0, idx).add_(loop_matmul(kernels, d_mr_u, w.w_mr).view({u, N, H}));
       grads.w.w_mr.addmm_(d_mr_u.t(), mem.index_select(0, idx).view({u, NH}));
       d_mr.index_fill_(0, idx, 0);
 
       const at::Tensor before = memory_rows.index_select(0, plan.slots_before[update]);
-      d_mem.index_copy_(0, idx, memory_update_backward(before, a, lines, grad_new, w, kernels, grads.w, d_lines));
+      d_mem.index_copy_(0, idx,
+                        memory_update_backward(before, a, lines, grad_new, w, wt, kernels, grads.w, d_lines));
       mem.index_copy_(0, idx, before);
-      mr.index_copy_(0, idx, at::addmm(b_xr, before.view({u, NH}), w.w_mr.t()));
+      mr.index_copy_(0, idx, loop_matmul(kernels, before.view({u, NH}), wt.w_mr, b_xr));
     }
 
     at::Tensor d_mc = at::empty({j, B, H}, x.options());  // gradient of the chunk's memory term
     for (int64_t t = t1; t >= t0; --t) {
       kernels.step_backward({t, lengths, saved.gates[t], t > 0 ? saved.cells[t - 1] : init.c, saved.cells[t],
                              d_out[t], d_h_line[k + t], dh, dc, d_xw[t], d_mc[t - t0]});
-      kernels.step_matmul(d_gates[t], w.w_hh, at::Tensor(), dh_rec);
+      kernels.loop_matmul(d_gates[t], w.w_hh, at::Tensor(), dh_rec);
       // Inactive elements pass dh on: one masked copy (one kernel on a GPU) unless all are active.
       bool all_active = true;
       for (int64_t b = 0; b < B; ++b) all_active = all_active && t < len[b];

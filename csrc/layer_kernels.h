@@ -57,9 +57,10 @@ struct StepBackward {
 struct LayerKernels {
   void (*step_forward)(const StepForward& s);
   void (*step_backward)(const StepBackward& s);
-  // The per-step GEMM of the forward and of the backward: out (B, N) = a (B, K) @ b (K, N)
-  // + bias (N,) (undefined: no bias). b contiguous; a and out may be row-strided views.
-  void (*step_matmul)(const at::Tensor& a, const at::Tensor& b, const at::Tensor& bias, const at::Tensor& out);
+  // The time loop's small GEMMs (per step: B rows; per memory update: u x N or u rows):
+  // out (M, N) = a (M, K) @ b (K, N) + bias (N,) (undefined: no bias). b contiguous; a and
+  // out may be row-strided views.
+  void (*loop_matmul)(const at::Tensor& a, const at::Tensor& b, const at::Tensor& bias, const at::Tensor& out);
 
   // Attention of the N memory queries over the N + 2k keys of each block, keys and values
   // read in place from the time lines kv_emb, kv_hid (k + T, B, 2H) (row k + t holds step t);
@@ -80,14 +81,22 @@ struct LayerKernels {
   at::Tensor (*block_mean)(const BlockAttention& a, const at::Tensor& line);
 };
 
-// step_matmul with ATen's GEMM (the CUDA table's; the CPU's for larger batches).
-inline void aten_step_matmul(const at::Tensor& a, const at::Tensor& b, const at::Tensor& bias, const at::Tensor& out) {
+// loop_matmul with ATen's GEMM (the CUDA table's; the CPU's where MKL is faster).
+inline void aten_matmul(const at::Tensor& a, const at::Tensor& b, const at::Tensor& bias, const at::Tensor& out) {
   at::Tensor result = out;
   if (bias.defined()) {
     at::addmm_out(result, bias, a, b);
   } else {
     at::mm_out(result, a, b);
   }
+}
+
+// a @ b + bias through kernels.loop_matmul, into a new (M, N) tensor.
+inline at::Tensor loop_matmul(const LayerKernels& kernels, const at::Tensor& a, const at::Tensor& b,
+                              const at::Tensor& bias = at::Tensor()) {
+  at::Tensor out = at::empty({a.size(0), b.size(1)}, a.options());
+  kernels.loop_matmul(a, b, bias, out);
+  return out;
 }
 
 }  // namespace nrnm

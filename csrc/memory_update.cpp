@@ -25,24 +25,24 @@ struct UpdateParts {
 };
 
 UpdateParts forward_parts(const at::Tensor& memory, const BlockAttention& a, const BlockLines& lines,
-                          const LayerWeights& w, const LayerKernels& kernels) {
+                          const LayerWeights& w, const MemoryWeightsT& wt, const LayerKernels& kernels) {
   const int64_t u = memory.size(0), N = memory.size(1), H = memory.size(2);
   UpdateParts p;
   p.mem_rows = memory.reshape({u * N, H});
-  p.qkv = at::addmm(w.b_in, p.mem_rows, w.w_in.t()).view({u, N, 3 * H});
+  p.qkv = loop_matmul(kernels, p.mem_rows, wt.w_in, w.b_in).view({u, N, 3 * H});
   p.attn = kernels.attention_forward(a, p.qkv, lines.kv_emb, lines.kv_hid, p.attn_saved).view({u * N, H});
 
-  p.y1_in = at::addmm(w.b_o, p.attn, w.w_o.t()).add_(p.mem_rows);
+  p.y1_in = loop_matmul(kernels, p.attn, wt.w_o, w.b_o).add_(p.mem_rows);
   std::tie(p.y1, p.mean1, p.rstd1) = at::native_layer_norm(p.y1_in, {H}, w.ln1_w, w.ln1_b, kLayerNormEps);
-  p.hid = at::addmm(w.b_1, p.y1, w.w_1.t()).relu_();
-  p.y2_in = at::addmm(w.b_2, p.hid, w.w_2.t()).add_(p.y1);
+  p.hid = loop_matmul(kernels, p.y1, wt.w_1, w.b_1).relu_();
+  p.y2_in = loop_matmul(kernels, p.hid, wt.w_2, w.b_2).add_(p.y1);
   std::tie(p.mt, p.mean2, p.rstd2) = at::native_layer_norm(p.y2_in, {H}, w.ln2_w, w.ln2_b, kLayerNormEps);
 
   p.xh = kernels.block_mean(a, lines.emb);
   p.tanh_mem = memory.tanh();
-  p.gates = at::addmm(w.b_g, p.tanh_mem.reshape({u * N, H}), w.w_gm.t())
+  p.gates = loop_matmul(kernels, p.tanh_mem.reshape({u * N, H}), wt.w_gm, w.b_g)
                 .view({u, N, 2 * H})
-                .add_(at::mm(p.xh, w.w_gx.t()).unsqueeze(1))
+                .add_(loop_matmul(kernels, p.xh, wt.w_gx).unsqueeze(1))
                 .sigmoid_();
   p.tanh_mt = p.mt.view({u, N, H}).tanh();
   p.new_mem = p.gates.narrow(2, 0, H) * p.tanh_mt + p.gates.narrow(2, H, H) * memory;
@@ -51,15 +51,20 @@ UpdateParts forward_parts(const at::Tensor& memory, const BlockAttention& a, con
 
 }  // namespace
 
+MemoryWeightsT::MemoryWeightsT(const LayerWeights& w)
+    : w_in(w.w_in.t().contiguous()), w_o(w.w_o.t().contiguous()), w_1(w.w_1.t().contiguous()),
+      w_2(w.w_2.t().contiguous()), w_gm(w.w_gm.t().contiguous()), w_gx(w.w_gx.t().contiguous()),
+      w_mr(w.w_mr.t().contiguous()) {}
+
 at::Tensor memory_update_forward(const at::Tensor& memory, const BlockAttention& a, const BlockLines& lines,
-                                 const LayerWeights& w, const LayerKernels& kernels) {
-  return forward_parts(memory, a, lines, w, kernels).new_mem;
+                                 const LayerWeights& w, const MemoryWeightsT& wt, const LayerKernels& kernels) {
+  return forward_parts(memory, a, lines, w, wt, kernels).new_mem;
 }
 
 at::Tensor memory_update_backward(const at::Tensor& memory, const BlockAttention& a, const BlockLines& lines,
-                                  const at::Tensor& grad_new, const LayerWeights& w, const LayerKernels& kernels,
-                                  LayerWeights& grads, BlockLineGrads& d_lines) {
-  const UpdateParts p = forward_parts(memory, a, lines, w, kernels);
+                                  const at::Tensor& grad_new, const LayerWeights& w, const MemoryWeightsT& wt,
+                                  const LayerKernels& kernels, LayerWeights& grads, BlockLineGrads& d_lines) {
+  const UpdateParts p = forward_parts(memory, a, lines, w, wt, kernels);
   const int64_t u = memory.size(0), N = memory.size(1), H = memory.size(2);
   const at::Tensor ig = p.gates.narrow(2, 0, H), fg = p.gates.narrow(2, H, H);
 
@@ -74,11 +79,11 @@ at::Tensor memory_update_backward(const at::Tensor& memory, const BlockAttention
   grads.w_gm.addmm_(d_pre_rows.t(), p.tanh_mem.reshape({u * N, H}));
   const at::Tensor d_xh_pre = d_pre.sum(1);  // xh is shared by the N slots
   grads.w_gx.addmm_(d_xh_pre.t(), p.xh);
-  d_mem.add_(at::mm(d_pre_rows, w.w_gm).view({u, N, H}).mul_(1 - p.tanh_mem * p.tanh_mem));
+  d_mem.add_(loop_matmul(kernels, d_pre_rows, w.w_gm).view({u, N, H}).mul_(1 - p.tanh_mem * p.tanh_mem));
   // xh is the mean of the valid rows: each gets d_xh / n_valid
   const at::Tensor n_valid = a.n_valid_index.to(grad_new.scalar_type());
   kernels.scatter_add_block_rows(
-      a, at::mm(d_xh_pre, w.w_gx).div_(n_valid.unsqueeze(1)).unsqueeze(1).expand({u, a.k, H}), d_lines.emb);
+      a, loop_matmul(kernels, d_xh_pre, w.w_gx).div_(n_valid.unsqueeze(1)).unsqueeze(1).expand({u, a.k, H}), d_lines.emb);
 
   // Mt = LayerNorm_2(Y1 + relu(Y1 @ W_1^T + b_1) @ W_2^T + b_2)
   at::Tensor d_y2_in, d_ln2_w, d_ln2_b;
@@ -88,10 +93,10 @@ at::Tensor memory_update_backward(const at::Tensor& memory, const BlockAttention
   grads.ln2_b.add_(d_ln2_b);
   grads.b_2.add_(d_y2_in.sum(0));
   grads.w_2.addmm_(d_y2_in.t(), p.hid);
-  const at::Tensor d_hid = at::mm(d_y2_in, w.w_2).mul_(p.hid > 0);
+  const at::Tensor d_hid = loop_matmul(kernels, d_y2_in, w.w_2).mul_(p.hid > 0);
   grads.b_1.add_(d_hid.sum(0));
   grads.w_1.addmm_(d_hid.t(), p.y1);
-  const at::Tensor d_y1 = at::addmm(d_y2_in, d_hid, w.w_1);
+  const at::Tensor d_y1 = loop_matmul(kernels, d_hid, w.w_1).add_(d_y2_in);
 
   // Y1 = LayerNorm_1(M + A @ W_o^T + b_o)
   at::Tensor d_y1_in, d_ln1_w, d_ln1_b;
@@ -106,7 +111,7 @@ at::Tensor memory_update_backward(const at::Tensor& memory, const BlockAttention
   // attention of the memory queries over the block
   at::Tensor d_kv_emb, d_kv_hid;  // (u, k, 2H)
   const at::Tensor d_qkv = kernels.attention_backward(a, p.qkv, lines.kv_emb, lines.kv_hid, p.attn_saved,
-                                                    at::mm(d_y1_in, w.w_o), d_kv_emb, d_kv_hid)
+                                                    loop_matmul(kernels, d_y1_in, w.w_o), d_kv_emb, d_kv_hid)
                                .view({u * N, 3 * H});
   // keys | values of the block rows are row @ W_kv^T + b_kv; rows in several blocks get several terms
   const at::Tensor w_kv = w.w_in.narrow(0, H, 2 * H);
@@ -121,7 +126,7 @@ at::Tensor memory_update_backward(const at::Tensor& memory, const BlockAttention
   }
   grads.b_in.add_(d_qkv.sum(0));
   grads.w_in.addmm_(d_qkv.t(), p.mem_rows);
-  d_mem.add_(at::mm(d_qkv, w.w_in).view({u, N, H}));
+  d_mem.add_(loop_matmul(kernels, d_qkv, w.w_in).view({u, N, H}));
   return d_mem;
 }
 

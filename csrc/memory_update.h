@@ -24,16 +24,29 @@ struct BlockLineGrads {
   at::Tensor emb, hid;
 };
 
+// The memory update's input-side weights transposed, (in, out) contiguous, as
+// LayerKernels::loop_matmul takes them; made once per layer call. F MLP features.
+struct MemoryWeightsT {
+  at::Tensor w_in;  // (H, 3H)
+  at::Tensor w_o;   // (H, H)
+  at::Tensor w_1;   // (H, F)
+  at::Tensor w_2;   // (F, H)
+  at::Tensor w_gm;  // (H, 2H)
+  at::Tensor w_gx;  // (H, 2H)
+  at::Tensor w_mr;  // (NH, NH), for m @ W_mr^T after each update
+  explicit MemoryWeightsT(const LayerWeights& w);
+};
+
 // The updated memory (u, N, H) of the elements a.elems, whose memory is `memory` (u, N, H).
 at::Tensor memory_update_forward(const at::Tensor& memory, const BlockAttention& a, const BlockLines& lines,
-                                 const LayerWeights& w, const LayerKernels& kernels);
+                                 const LayerWeights& w, const MemoryWeightsT& wt, const LayerKernels& kernels);
 
 // Given grad_new (u, N, H), the gradient of the updated memory, returns the gradient of
 // `memory`; adds the gradients of the block rows to d_lines (through their keys and
 // values too) and those of the weights the update uses to `grads` (w_in, b_in, w_o, b_o,
 // ln1_*, w_1, b_1, w_2, b_2, ln2_*, w_gx, w_gm, b_g). Recomputes the forward pass.
 at::Tensor memory_update_backward(const at::Tensor& memory, const BlockAttention& a, const BlockLines& lines,
-                                  const at::Tensor& grad_new, const LayerWeights& w, const LayerKernels& kernels,
-                                  LayerWeights& grads, BlockLineGrads& d_lines);
+                                  const at::Tensor& grad_new, const LayerWeights& w, const MemoryWeightsT& wt,
+                                  const LayerKernels& kernels, LayerWeights& grads, BlockLineGrads& d_lines);
 
 }  // namespace nrnm

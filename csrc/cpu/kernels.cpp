@@ -67,12 +67,12 @@ void step_backward(const StepBackward& s) {
   });
 }
 
-void step_matmul(const at::Tensor& a, const at::Tensor& b, const at::Tensor& bias, const at::Tensor& out) {
+void loop_matmul(const at::Tensor& a, const at::Tensor& b, const at::Tensor& bias, const at::Tensor& out) {
   const int64_t M = a.size(0), K = a.size(1), N = b.size(1);
   const bool small = small_gemm_pays(M, K, N, a.element_size()) && a.stride(1) == 1 && out.stride(1) == 1 &&
                      b.is_contiguous() && (!bias.defined() || bias.is_contiguous());
-  if (!small) return aten_step_matmul(a, b, bias, out);
-  AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "nrnm_step_matmul", [&] {
+  if (!small) return aten_matmul(a, b, bias, out);
+  AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "nrnm_loop_matmul", [&] {
     small_gemm(M, K, N, a.data_ptr<scalar_t>(), a.stride(0), b.data_ptr<scalar_t>(),
                bias.defined() ? bias.data_ptr<scalar_t>() : nullptr, out.data_ptr<scalar_t>(), out.stride(0));
   });
@@ -126,12 +126,12 @@ void scatter_add_block_rows(const BlockAttention& a, const at::Tensor& rows, at:
 }  // namespace
 
 const LayerKernels& cpu_kernels(bool triton_attention) {
-  static const LayerKernels native{step_forward,           step_backward,     step_matmul,
+  static const LayerKernels native{step_forward,           step_backward,     loop_matmul,
                                    block_attention_forward, block_attention_backward, gather_block_rows,
                                    scatter_add_block_rows,  block_mean};
   static const LayerKernels triton{step_forward,
                                    step_backward,
-                                   step_matmul,
+                                   loop_matmul,
                                    triton_attention_forward,
                                    triton_attention_backward,
                                    indexed::gather_block_rows,

@@ -77,7 +77,7 @@ void step_backward(const StepBackward& s) {
 
 const LayerKernels kCudaKernels{step_forward,
                                 step_backward,
-                                aten_step_matmul,
+                                aten_matmul,
                                 triton_attention_forward,
                                 triton_attention_backward,
                                 indexed::gather_block_rows,
