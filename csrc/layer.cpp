@@ -146,7 +146,7 @@ LayerForward layer_forward(const at::Tensor& x, const at::Tensor& lengths, const
   at::addmm_out(kv_h_rows, b_kv, saved.h_line.narrow(0, 0, k).view({k * B, H}), w_kv.t());
 
   const BlockLines lines{kv_e, kv_h, saved.e_line, saved.h_line};
-  const MemoryWeightsT wt(w);
+  const MemoryWeightsT wt(w, kernels, B, N);
   at::Tensor mem = init.memory.clone();
   at::Tensor mr = at::addmm(b_r, mem.view({B, NH}), w.w_mr.t());  // m @ W_mr^T + b_r: changes only at updates
   const UpdatePlan plan(schedule, steps0, cfg, B, x.options());
@@ -219,7 +219,7 @@ LayerGrads layer_backward(const at::Tensor& grad_output, const LayerState& grad_
 
   const at::Tensor w_xr = w.w_x.narrow(0, 4 * H, NH), b_xr = w.b_x.narrow(0, 4 * H, NH);
   const at::Tensor w_kv = w.w_in.narrow(0, H, 2 * H), b_kv = w.b_in.narrow(0, H, 2 * H);
-  const MemoryWeightsT wt(w);
+  const MemoryWeightsT wt(w, kernels, B, N);
   BlockLines lines{at::addmm(b_kv, saved.e_line.view({(k + T) * B, H}), w_kv.t()).view({k + T, B, 2 * H}),
                    at::addmm(b_kv, saved.h_line.view({(k + T) * B, H}), w_kv.t()).view({k + T, B, 2 * H}),
                    saved.e_line, saved.h_line};

@@ -61,6 +61,9 @@ struct LayerKernels {
   // out (M, N) = a (M, K) @ b (K, N) + bias (N,) (undefined: no bias). b contiguous; a and
   // out may be row-strided views.
   void (*loop_matmul)(const at::Tensor& a, const at::Tensor& b, const at::Tensor& bias, const at::Tensor& out);
+  // w (N, K) as loop_matmul's b (K, N) for products of up to max_rows rows: a transposed
+  // view, or a contiguous copy where loop_matmul is faster with one (made once per layer call).
+  at::Tensor (*loop_weight)(const at::Tensor& w, int64_t max_rows);
 
   // Attention of the N memory queries over the N + 2k keys of each block, keys and values
   // read in place from the time lines kv_emb, kv_hid (k + T, B, 2H) (row k + t holds step t);
@@ -90,6 +93,9 @@ inline void aten_matmul(const at::Tensor& a, const at::Tensor& b, const at::Tens
     at::mm_out(result, a, b);
   }
 }
+
+// loop_weight as a transposed view (the CUDA table's).
+inline at::Tensor transposed_view(const at::Tensor& w, int64_t /*max_rows*/) { return w.t(); }
 
 // a @ b + bias through kernels.loop_matmul, into a new (M, N) tensor.
 inline at::Tensor loop_matmul(const LayerKernels& kernels, const at::Tensor& a, const at::Tensor& b,

@@ -51,10 +51,14 @@ UpdateParts forward_parts(const at::Tensor& memory, const BlockAttention& a, con
 
 }  // namespace
 
-MemoryWeightsT::MemoryWeightsT(const LayerWeights& w)
-    : w_in(w.w_in.t().contiguous()), w_o(w.w_o.t().contiguous()), w_1(w.w_1.t().contiguous()),
-      w_2(w.w_2.t().contiguous()), w_gm(w.w_gm.t().contiguous()), w_gx(w.w_gx.t().contiguous()),
-      w_mr(w.w_mr.t().contiguous()) {}
+// An update multiplies up to B x N memory rows, and up to B rows for xh and m @ W_mr^T.
+MemoryWeightsT::MemoryWeightsT(const LayerWeights& w, const LayerKernels& kernels, int64_t B, int64_t N) {
+  for (auto [out, weight, rows] : {std::tuple{&w_in, &w.w_in, B * N}, std::tuple{&w_o, &w.w_o, B * N},
+                                   std::tuple{&w_1, &w.w_1, B * N}, std::tuple{&w_2, &w.w_2, B * N},
+                                   std::tuple{&w_gm, &w.w_gm, B * N}, std::tuple{&w_gx, &w.w_gx, B},
+                                   std::tuple{&w_mr, &w.w_mr, B}})
+    *out = kernels.loop_weight(*weight, rows);
+}
 
 at::Tensor memory_update_forward(const at::Tensor& memory, const BlockAttention& a, const BlockLines& lines,
                                  const LayerWeights& w, const MemoryWeightsT& wt, const LayerKernels& kernels) {

@@ -24,8 +24,9 @@ struct BlockLineGrads {
   at::Tensor emb, hid;
 };
 
-// The memory update's input-side weights transposed, (in, out) contiguous, as
-// LayerKernels::loop_matmul takes them; made once per layer call. F MLP features.
+// The memory update's input-side weights transposed, (in, out), as LayerKernels::loop_matmul
+// takes them (LayerKernels::loop_weight: views, or copies where the kernels want them);
+// made once per layer call for a batch of B with N memory slots. F MLP features.
 struct MemoryWeightsT {
   at::Tensor w_in;  // (H, 3H)
   at::Tensor w_o;   // (H, H)
@@ -34,7 +35,7 @@ struct MemoryWeightsT {
   at::Tensor w_gm;  // (H, 2H)
   at::Tensor w_gx;  // (H, 2H)
   at::Tensor w_mr;  // (NH, NH), for m @ W_mr^T after each update
-  explicit MemoryWeightsT(const LayerWeights& w);
+  MemoryWeightsT(const LayerWeights& w, const LayerKernels& kernels, int64_t B, int64_t N);
 };
 
 // The updated memory (u, N, H) of the elements a.elems, whose memory is `memory` (u, N, H).

@@ -69,13 +69,17 @@ void step_backward(const StepBackward& s) {
 
 void loop_matmul(const at::Tensor& a, const at::Tensor& b, const at::Tensor& bias, const at::Tensor& out) {
   const int64_t M = a.size(0), K = a.size(1), N = b.size(1);
-  const bool small = small_gemm_pays(M, K, N, a.element_size()) && a.stride(1) == 1 && out.stride(1) == 1 &&
-                     b.is_contiguous() && (!bias.defined() || bias.is_contiguous());
+  const bool small = small_gemm_pays(M) && a.stride(1) == 1 && out.stride(1) == 1 && b.is_contiguous() &&
+                     (!bias.defined() || bias.is_contiguous());
   if (!small) return aten_matmul(a, b, bias, out);
   AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "nrnm_loop_matmul", [&] {
     small_gemm(M, K, N, a.data_ptr<scalar_t>(), a.stride(0), b.data_ptr<scalar_t>(),
                bias.defined() ? bias.data_ptr<scalar_t>() : nullptr, out.data_ptr<scalar_t>(), out.stride(0));
   });
+}
+
+at::Tensor loop_weight(const at::Tensor& w, int64_t max_rows) {
+  return small_gemm_pays(max_rows) ? w.t().contiguous() : w.t();
 }
 
 at::Tensor block_mean(const BlockAttention& a, const at::Tensor& emb) {
@@ -127,11 +131,12 @@ void scatter_add_block_rows(const BlockAttention& a, const at::Tensor& rows, at:
 
 const LayerKernels& cpu_kernels(bool triton_attention) {
   static const LayerKernels native{step_forward,           step_backward,     loop_matmul,
-                                   block_attention_forward, block_attention_backward, gather_block_rows,
-                                   scatter_add_block_rows,  block_mean};
+                                   loop_weight,            block_attention_forward, block_attention_backward,
+                                   gather_block_rows,      scatter_add_block_rows,  block_mean};
   static const LayerKernels triton{step_forward,
                                    step_backward,
                                    loop_matmul,
+                                   loop_weight,
                                    triton_attention_forward,
                                    triton_attention_backward,
                                    indexed::gather_block_rows,

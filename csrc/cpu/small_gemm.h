@@ -5,18 +5,17 @@
 //
 // Shapes: A (M, K) with row stride lda; B (K, N) row-major, contiguous; bias (N,) or null;
 // C (M, N) with row stride ldc, overwritten. Any M >= 1; faster than MKL where
-// small_gemm_pays(M, K, N, sizeof element).
+// small_gemm_pays(M).
 #pragma once
 
 #include <cstdint>
 
 namespace nrnm {
 
-// Up to 8 rows; up to 16 while B fits a core's L2 (each block of 4 rows reads all of B):
-// measured 1.2-2.6x faster than at::addmm_out there, 0.7-0.8x at 16 rows with a 1 MB B.
-inline bool small_gemm_pays(int64_t M, int64_t K, int64_t N, int64_t element_size) {
-  return M >= 1 && (M <= 8 || (M <= 16 && K * N * element_size <= 256 * 1024));
-}
+// Up to 8 rows (two blocks): measured 1.2-2.6x faster than at::addmm_out there. At 16 rows
+// each block reads B once more: 1.3-1.5x alone with a 256 KiB B, but no faster in the layer's
+// step loop, and 0.7-0.8x with a 1 MB B.
+inline bool small_gemm_pays(int64_t M) { return M >= 1 && M <= 8; }
 
 void small_gemm(int64_t M, int64_t K, int64_t N, const float* A, int64_t lda, const float* B, const float* bias,
                 float* C, int64_t ldc);

@@ -78,6 +78,7 @@ void step_backward(const StepBackward& s) {
 const LayerKernels kCudaKernels{step_forward,
                                 step_backward,
                                 aten_matmul,
+                                transposed_view,
                                 triton_attention_forward,
                                 triton_attention_backward,
                                 indexed::gather_block_rows,
