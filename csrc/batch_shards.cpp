@@ -5,6 +5,8 @@
 
 #include <vector>
 
+#include "schedule.h"
+
 namespace nrnm {
 namespace {
 
@@ -32,18 +34,14 @@ at::Tensor slice(const at::Tensor& t, int64_t batch_dim, const Shard& s) {
 // A shard's slice of a (T, B, .) tensor, a view: layer_backward takes these as they are.
 at::Tensor steps_slice(const at::Tensor& t, const Shard& s) { return t.narrow(1, s.begin, s.size); }
 
-// The shard-major blocks of `whole` (empty: no blocks to keep, each shard gets an empty tensor).
-std::vector<at::Tensor> blocks(const at::Tensor& whole, int64_t batch_dim, const std::vector<Shard>& shards) {
+// The shard-major blocks of `whole`, whose batch dimension is 1.
+std::vector<at::Tensor> blocks(const at::Tensor& whole, const std::vector<Shard>& shards) {
   std::vector<at::Tensor> out;
   std::vector<int64_t> shape = whole.sizes().vec();
   const at::Tensor flat = whole.view({-1});
   int64_t offset = 0;
   for (const Shard& s : shards) {
-    if (whole.numel() == 0) {
-      out.push_back(whole);
-      continue;
-    }
-    shape[batch_dim] = s.size;
+    shape[1] = s.size;
     const int64_t numel = c10::multiply_integers(shape);
     out.push_back(flat.narrow(0, offset, numel).view(shape));
     offset += numel;
@@ -51,13 +49,13 @@ std::vector<at::Tensor> blocks(const at::Tensor& whole, int64_t batch_dim, const
   return out;
 }
 
-// Each shard's blocks of the saved tensors (batch dimension 1 in each; undefined ones stay undefined).
+// Each shard's blocks of the saved tensors (undefined ones stay undefined).
 std::vector<LayerSaved> saved_blocks(const LayerSaved& whole, const std::vector<Shard>& shards) {
   std::vector<LayerSaved> out(shards.size());
   for (at::Tensor LayerSaved::*field :
        {&LayerSaved::h_line, &LayerSaved::e_line, &LayerSaved::cells, &LayerSaved::gates, &LayerSaved::memories}) {
     if (!(whole.*field).defined()) continue;
-    const std::vector<at::Tensor> b = blocks(whole.*field, 1, shards);
+    const std::vector<at::Tensor> b = blocks(whole.*field, shards);
     for (size_t i = 0; i < shards.size(); ++i) out[i].*field = b[i];
   }
   return out;
@@ -95,12 +93,10 @@ LayerForward sharded_layer_forward(const at::Tensor& x, const at::Tensor& length
   whole.output = at::empty({T, B, H}, x.options());
   whole.saved.h_line = at::empty({k + T, B, H}, x.options());
   whole.saved.e_line = at::empty({k + T, B, H}, x.options());
-  if (for_backward) {
+  if (for_backward) {  // without it layer_forward gives each shard its own scratch rows
     whole.saved.cells = at::empty({T, B, H}, x.options());
     whole.saved.gates = at::empty({T, B, 4 * H}, x.options());
-    whole.saved.memories = at::empty({(T + cfg.stride - 1) / cfg.stride + 1, B, N, H}, x.options());
-  } else {  // layer_forward gives each shard its own scratch rows
-    whole.saved.cells = whole.saved.gates = whole.saved.memories = at::Tensor();
+    whole.saved.memories = at::empty({Schedule::max_updates(T, cfg.stride) + 1, B, N, H}, x.options());
   }
   const auto saved = saved_blocks(whole.saved, parts);
 
