@@ -117,25 +117,26 @@ LayerForward layer_forward(const at::Tensor& x, const at::Tensor& lengths, const
   const at::Tensor b_gates = w.b_x.narrow(0, 0, 4 * H), b_r = w.b_x.narrow(0, 4 * H, NH);
 
   // The caller's tensors where `into` has them, new ones elsewhere.
-  const auto place = [&](const at::Tensor* given, at::IntArrayRef shape) {
-    if (given == nullptr || !given->defined()) return at::empty(shape, x.options());
-    TORCH_CHECK(given->sizes() == shape && given->scalar_type() == x.scalar_type() && given->device() == x.device(),
-                "nrnm_fast: layer_forward got a tensor of ", given->sizes(), " to write ", shape, " into");
-    return *given;
+  const LayerForward none;
+  const LayerForward& given = into ? *into : none;
+  const auto place = [&](const at::Tensor& t, at::IntArrayRef shape) {
+    if (!t.defined()) return at::empty(shape, x.options());
+    TORCH_CHECK(t.sizes() == shape && t.scalar_type() == x.scalar_type() && t.device() == x.device(),
+                "nrnm_fast: layer_forward got a tensor of ", t.sizes(), " to write ", shape, " into");
+    return t;
   };
-  const LayerSaved* into_saved = into ? &into->saved : nullptr;
   LayerSaved saved;
-  saved.e_line = place(into_saved ? &into_saved->e_line : nullptr, {k + T, B, H});
+  saved.e_line = place(given.saved.e_line, {k + T, B, H});
   saved.e_line.narrow(0, 0, k).copy_(init.ewindow.transpose(0, 1));
   at::Tensor e_rows = saved.e_line.narrow(0, k, T);
   at::add_out(e_rows, xw.narrow(2, 4 * H + NH, H), w.b_x.narrow(0, 4 * H + NH, H));
-  saved.h_line = place(into_saved ? &into_saved->h_line : nullptr, {k + T, B, H});
+  saved.h_line = place(given.saved.h_line, {k + T, B, H});
   saved.h_line.narrow(0, 0, k).copy_(init.window.transpose(0, 1));
   // Only the backward reads the gates and cells of past steps and the memories before each update.
-  saved.cells = place(into_saved ? &into_saved->cells : nullptr, {for_backward ? T : 1, B, H});
-  saved.gates = place(into_saved ? &into_saved->gates : nullptr, {for_backward ? T : 1, B, 4 * H});
-  saved.memories = place(into_saved ? &into_saved->memories : nullptr,
-                         {for_backward ? Schedule::max_updates(T, d.s) + 1 : 0, B, N, H}).zero_();
+  saved.cells = place(given.saved.cells, {for_backward ? T : 1, B, H});
+  saved.gates = place(given.saved.gates, {for_backward ? T : 1, B, 4 * H});
+  saved.memories =
+      place(given.saved.memories, {for_backward ? Schedule::max_updates(T, d.s) + 1 : 0, B, N, H}).zero_();
   if (for_backward) saved.memories[0].copy_(init.memory);
 
   // Keys and values of every time-line row, computed once: blocks overlap.
@@ -152,7 +153,7 @@ LayerForward layer_forward(const at::Tensor& x, const at::Tensor& lengths, const
   const UpdatePlan plan(schedule, steps0, cfg, B, x.options());
   size_t update = 0;
   at::Tensor h = init.h.clone(), c = init.c.clone();
-  at::Tensor output = place(into ? &into->output : nullptr, {T, B, H}).zero_();
+  at::Tensor output = place(given.output, {T, B, H}).zero_();
   at::Tensor rec = at::empty({B, 4 * H}, x.options());
   // Small GEMMs run up to 2x faster on a row-major right operand than on a transposed view (MKL).
   const at::Tensor w_hh_t = w.w_hh.t().contiguous();  // (H, 4H)

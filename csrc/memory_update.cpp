@@ -86,8 +86,8 @@ at::Tensor memory_update_backward(const at::Tensor& memory, const BlockAttention
   d_mem.add_(loop_matmul(kernels, d_pre_rows, w.w_gm).view({u, N, H}).mul_(1 - p.tanh_mem * p.tanh_mem));
   // xh is the mean of the valid rows: each gets d_xh / n_valid
   const at::Tensor n_valid = a.n_valid_index.to(grad_new.scalar_type());
-  kernels.scatter_add_block_rows(
-      a, loop_matmul(kernels, d_xh_pre, w.w_gx).div_(n_valid.unsqueeze(1)).unsqueeze(1).expand({u, a.k, H}), d_lines.emb);
+  const at::Tensor d_xh = loop_matmul(kernels, d_xh_pre, w.w_gx).div_(n_valid.unsqueeze(1));
+  kernels.scatter_add_block_rows(a, d_xh.unsqueeze(1).expand({u, a.k, H}), d_lines.emb);
 
   // Mt = LayerNorm_2(Y1 + relu(Y1 @ W_1^T + b_1) @ W_2^T + b_2)
   at::Tensor d_y2_in, d_ln2_w, d_ln2_b;
