@@ -1,8 +1,9 @@
 // The layer over a whole sequence (csrc/layer.h), following ARCHITECTURE.md's plan:
 // input-side GEMMs hoisted over all steps; the memory term of each chunk between memory
 // updates in one GEMM; per step one recurrent GEMM and one fused element-wise loop;
-// memory updates with N query rows and keys / values computed once per step; weight
-// gradients as GEMMs over all steps after the backward loop.
+// memory updates with N query rows (the key and value projections folded out of the block,
+// or keys and values computed once per step); weight gradients as GEMMs over all steps
+// after the backward loop.
 
 #include "layer.h"
 
@@ -139,15 +140,16 @@ LayerForward layer_forward(const at::Tensor& x, const at::Tensor& lengths, const
       place(given.saved.memories, {for_backward ? Schedule::max_updates(T, d.s) + 1 : 0, B, N, H}).zero_();
   if (for_backward) saved.memories[0].copy_(init.memory);
 
-  // Keys and values of every time-line row, computed once: blocks overlap.
+  // Keys and values of every time-line row, computed once (blocks overlap), for kernels that read them.
   const at::Tensor w_kv = w.w_in.narrow(0, H, 2 * H), b_kv = w.b_in.narrow(0, H, 2 * H);
-  const at::Tensor kv_e = at::addmm(b_kv, saved.e_line.view({(k + T) * B, H}), w_kv.t()).view({k + T, B, 2 * H});
-  at::Tensor kv_h = at::empty({k + T, B, 2 * H}, x.options());
-  at::Tensor kv_h_rows = kv_h.narrow(0, 0, k).view({k * B, 2 * H});
-  at::addmm_out(kv_h_rows, b_kv, saved.h_line.narrow(0, 0, k).view({k * B, H}), w_kv.t());
-
-  const BlockLines lines{kv_e, kv_h, saved.e_line, saved.h_line};
-  const MemoryWeightsT wt(w, kernels, B, N);
+  BlockLines lines{saved.e_line, saved.h_line, at::Tensor(), at::Tensor()};
+  if (kernels.keys_values()) {
+    lines.kv_emb = at::addmm(b_kv, saved.e_line.view({(k + T) * B, H}), w_kv.t()).view({k + T, B, 2 * H});
+    lines.kv_hid = at::empty({k + T, B, 2 * H}, x.options());
+    at::Tensor kv_rows = lines.kv_hid.narrow(0, 0, k).view({k * B, 2 * H});
+    at::addmm_out(kv_rows, b_kv, saved.h_line.narrow(0, 0, k).view({k * B, H}), w_kv.t());
+  }
+  const MemoryWeightsT wt(w, kernels, B, N, d.nh);
   at::Tensor mem = init.memory.clone();
   at::Tensor mr = at::addmm(b_r, mem.view({B, NH}), w.w_mr.t());  // m @ W_mr^T + b_r: changes only at updates
   const UpdatePlan plan(schedule, steps0, cfg, B, x.options());
@@ -169,8 +171,10 @@ LayerForward layer_forward(const at::Tensor& x, const at::Tensor& lengths, const
       kernels.step_forward({t, lengths, xw[t], rec, mc[t - t0], h, c, saved.gates[row], saved.cells[row],
                             output[t], saved.h_line[k + t]});
     }
-    kv_h_rows = kv_h.narrow(0, k + t0, j).view({j * B, 2 * H});
-    at::addmm_out(kv_h_rows, b_kv, saved.h_line.narrow(0, k + t0, j).view({j * B, H}), w_kv.t());
+    if (kernels.keys_values()) {
+      at::Tensor kv_rows = lines.kv_hid.narrow(0, k + t0, j).view({j * B, 2 * H});
+      at::addmm_out(kv_rows, b_kv, saved.h_line.narrow(0, k + t0, j).view({j * B, H}), w_kv.t());
+    }
     if (chunk.event.empty()) continue;
 
     const BlockAttention& a = plan.updates[update];
@@ -219,11 +223,13 @@ LayerGrads layer_backward(const at::Tensor& grad_output, const LayerState& grad_
   }
 
   const at::Tensor w_xr = w.w_x.narrow(0, 4 * H, NH), b_xr = w.b_x.narrow(0, 4 * H, NH);
-  const at::Tensor w_kv = w.w_in.narrow(0, H, 2 * H), b_kv = w.b_in.narrow(0, H, 2 * H);
-  const MemoryWeightsT wt(w, kernels, B, N);
-  BlockLines lines{at::addmm(b_kv, saved.e_line.view({(k + T) * B, H}), w_kv.t()).view({k + T, B, 2 * H}),
-                   at::addmm(b_kv, saved.h_line.view({(k + T) * B, H}), w_kv.t()).view({k + T, B, 2 * H}),
-                   saved.e_line, saved.h_line};
+  const MemoryWeightsT wt(w, kernels, B, N, d.nh);
+  BlockLines lines{saved.e_line, saved.h_line, at::Tensor(), at::Tensor()};
+  if (kernels.keys_values()) {
+    const at::Tensor w_kv = w.w_in.narrow(0, H, 2 * H), b_kv = w.b_in.narrow(0, H, 2 * H);
+    lines.kv_emb = at::addmm(b_kv, saved.e_line.view({(k + T) * B, H}), w_kv.t()).view({k + T, B, 2 * H});
+    lines.kv_hid = at::addmm(b_kv, saved.h_line.view({(k + T) * B, H}), w_kv.t()).view({k + T, B, 2 * H});
+  }
 
   // Gradients of the time lines: each final window row is one of their rows.
   at::Tensor d_h_line = zeros({k + T, B, H}), d_e_line = zeros({k + T, B, H});
@@ -298,7 +304,7 @@ LayerGrads layer_backward(const at::Tensor& grad_output, const LayerState& grad_
     d_mr.add_(d_rx_chunk.sum(0));
   }
 
-  lines = BlockLines();  // the recomputed keys and values are not needed any more
+  lines = BlockLines();  // recomputed keys and values, if any, are not needed any more
 
   // The initial memory also feeds the first steps' m @ W_mr^T.
   d_mem.add_(at::mm(d_mr, w.w_mr).view({B, N, H}));

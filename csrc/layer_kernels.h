@@ -65,9 +65,12 @@ struct LayerKernels {
   // view, or a contiguous copy where loop_matmul is faster with one (made once per layer call).
   at::Tensor (*loop_weight)(const at::Tensor& w, int64_t max_rows);
 
-  // Attention of the N memory queries over the N + 2k keys of each block, keys and values
-  // read in place from the time lines kv_emb, kv_hid (k + T, B, 2H) (row k + t holds step t);
-  // qkv (u, N, 3H). Returns (u, N, H) and sets `saved` to what the backward needs.
+  // The attention of the N memory queries over the N + 2k rows of each block comes in one of
+  // two forms; the other form's functions are null (keys_values() tells which).
+  //
+  // Keys and values of every time-line row computed once, read in place from the time lines
+  // kv_emb, kv_hid (k + T, B, 2H) (row k + t holds step t); qkv (u, N, 3H). Returns (u, N, H)
+  // and sets `saved` to what the backward needs.
   at::Tensor (*attention_forward)(const BlockAttention& a, const at::Tensor& qkv, const at::Tensor& kv_emb,
                                   const at::Tensor& kv_hid, at::Tensor& saved);
   // Given d_out (u, N, H): returns d_qkv (u, N, 3H) and sets d_kv_emb, d_kv_hid (u, k, 2H),
@@ -75,13 +78,27 @@ struct LayerKernels {
   at::Tensor (*attention_backward)(const BlockAttention& a, const at::Tensor& qkv, const at::Tensor& kv_emb,
                                    const at::Tensor& kv_hid, const at::Tensor& saved, const at::Tensor& d_out,
                                    at::Tensor& d_kv_emb, at::Tensor& d_kv_hid);
-
   // The block rows (u, k, H) of a time line (k + T, B, H): rows t + 1 .. t + k of each element.
   at::Tensor (*gather_block_rows)(const BlockAttention& a, const at::Tensor& line);
+
+  // Or the key and value projections folded out of the block (csrc/cpu/folded_attention.h):
+  // q_keys (u * N, nh, H), memory (u, N, H), the time lines emb, hid (k + T, B, H); returns
+  // the probability-weighted block rows (u * N, nh, H) and sets `saved`.
+  at::Tensor (*folded_attention_forward)(const BlockAttention& a, const at::Tensor& q_keys, const at::Tensor& memory,
+                                         const at::Tensor& emb, const at::Tensor& hid, at::Tensor& saved);
+  // Given d_mixed (u * N, nh, H): returns d_q_keys and adds the block rows' gradients to
+  // d_memory (u, N, H), d_emb and d_hid (k + T, B, H).
+  at::Tensor (*folded_attention_backward)(const BlockAttention& a, const at::Tensor& q_keys,
+                                          const at::Tensor& memory, const at::Tensor& emb, const at::Tensor& hid,
+                                          const at::Tensor& saved, const at::Tensor& d_mixed, at::Tensor& d_memory,
+                                          at::Tensor& d_emb, at::Tensor& d_hid);
+
   // Adds the valid block rows (u, k, H) to their rows of a time line (k + T, B, H).
   void (*scatter_add_block_rows)(const BlockAttention& a, const at::Tensor& rows, at::Tensor& line);
   // (u, H): the mean of each block's valid rows of a time line (k + T, B, H).
   at::Tensor (*block_mean)(const BlockAttention& a, const at::Tensor& line);
+
+  bool keys_values() const { return attention_forward != nullptr; }
 };
 
 // loop_matmul with ATen's GEMM (the CUDA table's; the CPU's where MKL is faster).

@@ -11,7 +11,10 @@ constexpr double kLayerNormEps = 1e-5;
 // Intermediates of one memory update; rows of the (u * N, .) matrices are (element, slot).
 struct UpdateParts {
   at::Tensor mem_rows;             // (u*N, H) memory before the update
-  at::Tensor qkv;                  // (u, N, 3H) q | k | v of the memory rows
+  at::Tensor qkv;                  // (u, N, 3H) q | k | v of the memory rows (keys_values())
+  at::Tensor q;                    // (u*N, H) queries (folded attention)
+  at::Tensor q_keys;               // (u*N, nh, H) W_k,h^T q_h (folded attention)
+  at::Tensor mixed;                // (u*N, nh, H) probability-weighted block rows (folded attention)
   at::Tensor attn_saved;           // what the attention kernel keeps for its backward
   at::Tensor attn;                 // (u*N, H) heads concatenated
   at::Tensor y1_in, y1, mean1, rstd1;
@@ -29,8 +32,22 @@ UpdateParts forward_parts(const at::Tensor& memory, const BlockAttention& a, con
   const int64_t u = memory.size(0), N = memory.size(1), H = memory.size(2);
   UpdateParts p;
   p.mem_rows = memory.reshape({u * N, H});
-  p.qkv = loop_matmul(kernels, p.mem_rows, wt.w_in, w.b_in).view({u, N, 3 * H});
-  p.attn = kernels.attention_forward(a, p.qkv, lines.kv_emb, lines.kv_hid, p.attn_saved).view({u * N, H});
+  if (kernels.keys_values()) {
+    p.qkv = loop_matmul(kernels, p.mem_rows, wt.w_in, w.b_in).view({u, N, 3 * H});
+    p.attn = kernels.attention_forward(a, p.qkv, lines.kv_emb, lines.kv_hid, p.attn_saved).view({u * N, H});
+  } else {
+    const int64_t nh = a.num_heads, dh = H / nh;
+    p.q = loop_matmul(kernels, p.mem_rows, wt.w_q, w.b_in.narrow(0, 0, H));
+    p.q_keys = at::empty({u * N, nh, H}, memory.options());
+    for (int64_t h = 0; h < nh; ++h)
+      kernels.loop_matmul(p.q.narrow(1, h * dh, dh), w.w_in.narrow(0, H + h * dh, dh), at::Tensor(),
+                          p.q_keys.select(1, h));
+    p.mixed = kernels.folded_attention_forward(a, p.q_keys, memory, lines.emb, lines.hid, p.attn_saved);
+    p.attn = at::empty({u * N, H}, memory.options());
+    for (int64_t h = 0; h < nh; ++h)
+      kernels.loop_matmul(p.mixed.select(1, h), wt.w_v_t[h], w.b_in.narrow(0, 2 * H + h * dh, dh),
+                          p.attn.narrow(1, h * dh, dh));
+  }
 
   p.y1_in = loop_matmul(kernels, p.attn, wt.w_o, w.b_o).add_(p.mem_rows);
   std::tie(p.y1, p.mean1, p.rstd1) = at::native_layer_norm(p.y1_in, {H}, w.ln1_w, w.ln1_b, kLayerNormEps);
@@ -52,11 +69,21 @@ UpdateParts forward_parts(const at::Tensor& memory, const BlockAttention& a, con
 }  // namespace
 
 // An update multiplies up to B x N memory rows, and up to B rows for xh and m @ W_mr^T.
-MemoryWeightsT::MemoryWeightsT(const LayerWeights& w, const LayerKernels& kernels, int64_t B, int64_t N) {
-  for (auto [out, weight, rows] : {std::tuple{&w_in, &w.w_in, B * N}, std::tuple{&w_o, &w.w_o, B * N},
-                                   std::tuple{&w_1, &w.w_1, B * N}, std::tuple{&w_2, &w.w_2, B * N},
-                                   std::tuple{&w_gm, &w.w_gm, B * N}, std::tuple{&w_gx, &w.w_gx, B},
-                                   std::tuple{&w_mr, &w.w_mr, B}})
+MemoryWeightsT::MemoryWeightsT(const LayerWeights& w, const LayerKernels& kernels, int64_t B, int64_t N,
+                               int64_t nh) {
+  const int64_t H = w.w_o.size(0), dh = H / nh;
+  if (kernels.keys_values()) {
+    w_in = kernels.loop_weight(w.w_in, B * N);
+  } else {
+    w_q = kernels.loop_weight(w.w_in.narrow(0, 0, H), B * N);
+    for (int64_t h = 0; h < nh; ++h) {
+      w_k_t.push_back(kernels.loop_weight(w.w_in.narrow(0, H + h * dh, dh), B * N));
+      w_v_t.push_back(kernels.loop_weight(w.w_in.narrow(0, 2 * H + h * dh, dh), B * N));
+    }
+  }
+  for (auto [out, weight, rows] : {std::tuple{&w_o, &w.w_o, B * N}, std::tuple{&w_1, &w.w_1, B * N},
+                                   std::tuple{&w_2, &w.w_2, B * N}, std::tuple{&w_gm, &w.w_gm, B * N},
+                                   std::tuple{&w_gx, &w.w_gx, B}, std::tuple{&w_mr, &w.w_mr, B}})
     *out = kernels.loop_weight(*weight, rows);
 }
 
@@ -113,24 +140,49 @@ at::Tensor memory_update_backward(const at::Tensor& memory, const BlockAttention
   grads.w_o.addmm_(d_y1_in.t(), p.attn);
 
   // attention of the memory queries over the block
-  at::Tensor d_kv_emb, d_kv_hid;  // (u, k, 2H)
-  const at::Tensor d_qkv = kernels.attention_backward(a, p.qkv, lines.kv_emb, lines.kv_hid, p.attn_saved,
-                                                    loop_matmul(kernels, d_y1_in, w.w_o), d_kv_emb, d_kv_hid)
-                               .view({u * N, 3 * H});
-  // keys | values of the block rows are row @ W_kv^T + b_kv; rows in several blocks get several terms
-  const at::Tensor w_kv = w.w_in.narrow(0, H, 2 * H);
-  at::Tensor g_w_kv = grads.w_in.narrow(0, H, 2 * H), g_b_kv = grads.b_in.narrow(0, H, 2 * H);
-  const int64_t k = a.k;
-  for (auto [line, d_kv, d_line] : {std::tie(lines.emb, d_kv_emb, d_lines.emb),
-                                    std::tie(lines.hid, d_kv_hid, d_lines.hid)}) {
-    const at::Tensor d_kv_rows = d_kv.view({u * k, 2 * H});
-    g_w_kv.addmm_(d_kv_rows.t(), kernels.gather_block_rows(a, line).view({u * k, H}));
-    g_b_kv.add_(d_kv_rows.sum(0));
-    kernels.scatter_add_block_rows(a, at::mm(d_kv_rows, w_kv).view({u, k, H}), d_line);
+  const at::Tensor d_attn = loop_matmul(kernels, d_y1_in, w.w_o);
+  if (kernels.keys_values()) {
+    at::Tensor d_kv_emb, d_kv_hid;  // (u, k, 2H)
+    const at::Tensor d_qkv =
+        kernels.attention_backward(a, p.qkv, lines.kv_emb, lines.kv_hid, p.attn_saved, d_attn, d_kv_emb, d_kv_hid)
+            .view({u * N, 3 * H});
+    // keys | values of the block rows are row @ W_kv^T + b_kv; rows in several blocks get several terms
+    const at::Tensor w_kv = w.w_in.narrow(0, H, 2 * H);
+    at::Tensor g_w_kv = grads.w_in.narrow(0, H, 2 * H), g_b_kv = grads.b_in.narrow(0, H, 2 * H);
+    const int64_t k = a.k;
+    for (auto [line, d_kv, d_line] : {std::tie(lines.emb, d_kv_emb, d_lines.emb),
+                                      std::tie(lines.hid, d_kv_hid, d_lines.hid)}) {
+      const at::Tensor d_kv_rows = d_kv.view({u * k, 2 * H});
+      g_w_kv.addmm_(d_kv_rows.t(), kernels.gather_block_rows(a, line).view({u * k, H}));
+      g_b_kv.add_(d_kv_rows.sum(0));
+      kernels.scatter_add_block_rows(a, at::mm(d_kv_rows, w_kv).view({u, k, H}), d_line);
+    }
+    grads.b_in.add_(d_qkv.sum(0));
+    grads.w_in.addmm_(d_qkv.t(), p.mem_rows);
+    d_mem.add_(loop_matmul(kernels, d_qkv, w.w_in).view({u, N, H}));
+  } else {
+    // attn_h = mixed_h @ W_v,h^T + b_v,h; q_keys_h = q_h @ W_k,h; the keys' bias has no gradient
+    // (it shifts all of a softmax's scores alike)
+    const int64_t nh = a.num_heads, dh = H / nh;
+    at::Tensor d_mixed = at::empty({u * N, nh, H}, d_attn.options());
+    grads.b_in.narrow(0, 2 * H, H).add_(d_attn.sum(0));
+    for (int64_t h = 0; h < nh; ++h) {
+      const at::Tensor d_attn_h = d_attn.narrow(1, h * dh, dh);
+      grads.w_in.narrow(0, 2 * H + h * dh, dh).addmm_(d_attn_h.t(), p.mixed.select(1, h));
+      kernels.loop_matmul(d_attn_h, w.w_in.narrow(0, 2 * H + h * dh, dh), at::Tensor(), d_mixed.select(1, h));
+    }
+    const at::Tensor d_q_keys = kernels.folded_attention_backward(a, p.q_keys, memory, lines.emb, lines.hid,
+                                                                  p.attn_saved, d_mixed, d_mem, d_lines.emb,
+                                                                  d_lines.hid);
+    at::Tensor d_q = at::empty({u * N, H}, d_attn.options());
+    for (int64_t h = 0; h < nh; ++h) {
+      grads.w_in.narrow(0, H + h * dh, dh).addmm_(p.q.narrow(1, h * dh, dh).t(), d_q_keys.select(1, h));
+      kernels.loop_matmul(d_q_keys.select(1, h), wt.w_k_t[h], at::Tensor(), d_q.narrow(1, h * dh, dh));
+    }
+    grads.b_in.narrow(0, 0, H).add_(d_q.sum(0));
+    grads.w_in.narrow(0, 0, H).addmm_(d_q.t(), p.mem_rows);
+    d_mem.add_(loop_matmul(kernels, d_q, w.w_in.narrow(0, 0, H)).view({u, N, H}));
   }
-  grads.b_in.add_(d_qkv.sum(0));
-  grads.w_in.addmm_(d_qkv.t(), p.mem_rows);
-  d_mem.add_(loop_matmul(kernels, d_qkv, w.w_in).view({u, N, H}));
   return d_mem;
 }
 

@@ -1,10 +1,13 @@
 // The memory update of docs/spec.md for the elements that update after one step, with the
-// attention computed for the N memory queries only (csrc/cpu/block_attention.h).
+// attention computed for the N memory queries only, over keys and values of the time lines
+// or with the key and value projections folded out of the block (csrc/cpu/folded_attention.h).
 //
 // Shapes: u updating elements, N slots, H hidden, k block size, T steps, B batch.
 #pragma once
 
 #include <ATen/ATen.h>
+
+#include <vector>
 
 #include "layer.h"
 #include "layer_kernels.h"
@@ -13,10 +16,11 @@ namespace nrnm {
 
 // The time lines the memory blocks read: row k + t holds step t, rows 0..k-1 the initial windows.
 struct BlockLines {
-  at::Tensor kv_emb;  // (k + T, B, 2H) keys | values of the input embeddings
-  at::Tensor kv_hid;  // (k + T, B, 2H) keys | values of the hidden states
   at::Tensor emb;     // (k + T, B, H) the input embeddings
   at::Tensor hid;     // (k + T, B, H) the hidden states
+  // Only for kernels that read keys and values (LayerKernels::keys_values()), else undefined:
+  at::Tensor kv_emb;  // (k + T, B, 2H) keys | values of the input embeddings
+  at::Tensor kv_hid;  // (k + T, B, 2H) keys | values of the hidden states
 };
 
 // Gradients of the time lines' rows (k + T, B, H), accumulated by the memory updates.
@@ -24,18 +28,21 @@ struct BlockLineGrads {
   at::Tensor emb, hid;
 };
 
-// The memory update's input-side weights transposed, (in, out), as LayerKernels::loop_matmul
-// takes them (LayerKernels::loop_weight: views, or copies where the kernels want them);
-// made once per layer call for a batch of B with N memory slots. F MLP features.
+// The memory update's weights transposed, (in, out), as LayerKernels::loop_matmul takes them
+// (LayerKernels::loop_weight: views, or copies where the kernels want them); made once per
+// layer call for a batch of B with N memory slots and nh heads of dh. F MLP features.
 struct MemoryWeightsT {
-  at::Tensor w_in;  // (H, 3H)
+  at::Tensor w_in;                // (H, 3H) q | k | v; kernels that read keys and values
+  at::Tensor w_q;                 // (H, H); the folded attention (the others' are undefined)
+  std::vector<at::Tensor> w_k_t;  // nh x (H, dh): W_k,h^T; the folded attention
+  std::vector<at::Tensor> w_v_t;  // nh x (H, dh): W_v,h^T; the folded attention
   at::Tensor w_o;   // (H, H)
   at::Tensor w_1;   // (H, F)
   at::Tensor w_2;   // (F, H)
   at::Tensor w_gm;  // (H, 2H)
   at::Tensor w_gx;  // (H, 2H)
   at::Tensor w_mr;  // (NH, NH), for m @ W_mr^T after each update
-  MemoryWeightsT(const LayerWeights& w, const LayerKernels& kernels, int64_t B, int64_t N);
+  MemoryWeightsT(const LayerWeights& w, const LayerKernels& kernels, int64_t B, int64_t N, int64_t nh);
 };
 
 // The updated memory (u, N, H) of the elements a.elems, whose memory is `memory` (u, N, H).
@@ -43,9 +50,9 @@ at::Tensor memory_update_forward(const at::Tensor& memory, const BlockAttention&
                                  const LayerWeights& w, const MemoryWeightsT& wt, const LayerKernels& kernels);
 
 // Given grad_new (u, N, H), the gradient of the updated memory, returns the gradient of
-// `memory`; adds the gradients of the block rows to d_lines (through their keys and
-// values too) and those of the weights the update uses to `grads` (w_in, b_in, w_o, b_o,
-// ln1_*, w_1, b_1, w_2, b_2, ln2_*, w_gx, w_gm, b_g). Recomputes the forward pass.
+// `memory`; adds the gradients of the block rows to d_lines and those of the weights the
+// update uses to `grads` (w_in, b_in, w_o, b_o, ln1_*, w_1, b_1, w_2, b_2, ln2_*, w_gx, w_gm,
+// b_g). Recomputes the forward pass.
 at::Tensor memory_update_backward(const at::Tensor& memory, const BlockAttention& a, const BlockLines& lines,
                                   const at::Tensor& grad_new, const LayerWeights& w, const MemoryWeightsT& wt,
                                   const LayerKernels& kernels, LayerWeights& grads, BlockLineGrads& d_lines);

@@ -7,8 +7,8 @@
 
 #include "../block_rows.h"
 #include "../triton_attention.h"
-#include "block_attention.h"
 #include "cell_rows.h"
+#include "folded_attention.h"
 #include "small_gemm.h"
 
 namespace nrnm {
@@ -99,19 +99,6 @@ at::Tensor block_mean(const BlockAttention& a, const at::Tensor& emb) {
   return xh;
 }
 
-at::Tensor gather_block_rows(const BlockAttention& a, const at::Tensor& line) {
-  const int64_t u = static_cast<int64_t>(a.elems.size()), B = line.size(1), H = line.size(2), k = a.k;
-  at::Tensor rows = at::empty({u, k, H}, line.options());
-  AT_DISPATCH_FLOATING_TYPES(line.scalar_type(), "nrnm_gather_block_rows", [&] {
-    const scalar_t* src = line.data_ptr<scalar_t>();
-    scalar_t* dst = rows.data_ptr<scalar_t>();
-    for (int64_t i = 0; i < u; ++i)
-      for (int64_t r = 0; r < k; ++r)
-        std::copy_n(src + ((a.t + 1 + r) * B + a.elems[i]) * H, H, dst + (i * k + r) * H);
-  });
-  return rows;
-}
-
 void scatter_add_block_rows(const BlockAttention& a, const at::Tensor& rows, at::Tensor& line) {
   const int64_t u = static_cast<int64_t>(a.elems.size()), B = line.size(1), H = line.size(2), k = a.k;
   const at::Tensor src_rows = rows.contiguous();
@@ -130,9 +117,17 @@ void scatter_add_block_rows(const BlockAttention& a, const at::Tensor& rows, at:
 }  // namespace
 
 const LayerKernels& cpu_kernels(bool triton_attention) {
-  static const LayerKernels native{step_forward,           step_backward,     loop_matmul,
-                                   loop_weight,            block_attention_forward, block_attention_backward,
-                                   gather_block_rows,      scatter_add_block_rows,  block_mean};
+  static const LayerKernels native{step_forward,
+                                   step_backward,
+                                   loop_matmul,
+                                   loop_weight,
+                                   nullptr,
+                                   nullptr,
+                                   nullptr,
+                                   folded_attention_forward,
+                                   folded_attention_backward,
+                                   scatter_add_block_rows,
+                                   block_mean};
   static const LayerKernels triton{step_forward,
                                    step_backward,
                                    loop_matmul,
@@ -140,6 +135,8 @@ const LayerKernels& cpu_kernels(bool triton_attention) {
                                    triton_attention_forward,
                                    triton_attention_backward,
                                    indexed::gather_block_rows,
+                                   nullptr,
+                                   nullptr,
                                    indexed::scatter_add_block_rows,
                                    indexed::block_mean};
   return triton_attention ? triton : native;

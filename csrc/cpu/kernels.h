@@ -1,5 +1,5 @@
 // The CPU's LayerKernels (csrc/layer_kernels.h): at::parallel_for loops over batch rows
-// and over (element, head) pairs.
+// and over updating elements, the attention with folded projections.
 #pragma once
 
 #include "../layer_kernels.h"
@@ -7,8 +7,9 @@
 namespace nrnm {
 
 // The CPU table; with triton_attention the memory update's attention runs through the
-// Triton kernels (csrc/triton_attention.h) and the block rows through ATen index ops, as on
-// the GPU, so that the Triton interpreter exercises the GPU's path on CPU tensors.
+// Triton kernels (csrc/triton_attention.h) over keys and values of the time lines and the
+// block rows through ATen index ops, as on the GPU, so that the Triton interpreter exercises
+// the GPU's path on CPU tensors.
 const LayerKernels& cpu_kernels(bool triton_attention);
 
 }  // namespace nrnm

@@ -82,6 +82,8 @@ const LayerKernels kCudaKernels{step_forward,
                                 triton_attention_forward,
                                 triton_attention_backward,
                                 indexed::gather_block_rows,
+                                nullptr,
+                                nullptr,
                                 indexed::scatter_add_block_rows,
                                 indexed::block_mean};
 
