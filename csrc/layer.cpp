@@ -40,6 +40,9 @@ struct UpdatePlan {
   // Rows of saved.memories viewed as ((E + 1) * B, N, H), per update (u,): where each updating
   // element's memory is after the update, and before it (its previous update's row, or row b).
   std::vector<at::Tensor> slots_after, slots_before;
+  // Per update: where the whole batch updates and its rows after the update are the contiguous
+  // rows r .. r + B - 1 (so before it r - B ..), r; else -1. Those updates need no index ops.
+  std::vector<int64_t> whole_batch_row;
   std::vector<int64_t> final_slots;  // (B,) each element's row after its last update
 
   UpdatePlan(const Schedule& schedule, const int64_t* steps0, const LayerConfig& cfg, int64_t B,
@@ -63,6 +66,10 @@ struct UpdatePlan {
         final_slots[b] += B;
         after.push_back(final_slots[b]);
       }
+      const int64_t first = after[offsets.back()];
+      bool whole = static_cast<int64_t>(chunk.event.size()) == B;
+      for (int64_t i = 0; whole && i < B; ++i) whole = after[offsets.back() + i] == first + i;
+      whole_batch_row.push_back(whole ? first : -1);
       elems.insert(elems.end(), a.elems.begin(), a.elems.end());
       n_valid.insert(n_valid.end(), a.n_valid.begin(), a.n_valid.end());
       updates.push_back(std::move(a));
@@ -178,11 +185,18 @@ LayerForward layer_forward(const at::Tensor& x, const at::Tensor& lengths, const
     if (chunk.event.empty()) continue;
 
     const BlockAttention& a = plan.updates[update];
-    const at::Tensor& idx = a.elems_index;
-    const at::Tensor new_mem = memory_update_forward(mem.index_select(0, idx), a, lines, w, wt, kernels);
-    mem.index_copy_(0, idx, new_mem);
-    mr.index_copy_(0, idx, loop_matmul(kernels, new_mem.view({-1, NH}), wt.w_mr, b_r));
-    if (for_backward) saved.memories.view({-1, N, H}).index_copy_(0, plan.slots_after[update], new_mem);
+    const int64_t whole_row = plan.whole_batch_row[update];
+    if (whole_row >= 0) {
+      mem = memory_update_forward(mem, a, lines, w, wt, kernels);
+      mr = loop_matmul(kernels, mem.view({B, NH}), wt.w_mr, b_r);
+      if (for_backward) saved.memories.view({-1, N, H}).narrow(0, whole_row, B).copy_(mem);
+    } else {
+      const at::Tensor& idx = a.elems_index;
+      const at::Tensor new_mem = memory_update_forward(mem.index_select(0, idx), a, lines, w, wt, kernels);
+      mem.index_copy_(0, idx, new_mem);
+      mr.index_copy_(0, idx, loop_matmul(kernels, new_mem.view({-1, NH}), wt.w_mr, b_r));
+      if (for_backward) saved.memories.view({-1, N, H}).index_copy_(0, plan.slots_after[update], new_mem);
+    }
     ++update;
   }
 
@@ -260,20 +274,31 @@ LayerGrads layer_backward(const at::Tensor& grad_output, const LayerState& grad_
     const int64_t t0 = chunk.t0, t1 = chunk.t1, j = t1 - t0 + 1;
     if (!chunk.event.empty()) {
       const BlockAttention& a = plan.updates[--update];
-      const at::Tensor& idx = a.elems_index;
-      const int64_t u = idx.size(0);
+      const int64_t whole_row = plan.whole_batch_row[update];
       // The updated memory feeds later memory terms directly and through m @ W_mr^T.
-      const at::Tensor d_mr_u = d_mr.index_select(0, idx);
-      const at::Tensor grad_new =
-          d_mem.index_select(0, idx).add_(loop_matmul(kernels, d_mr_u, w.w_mr).view({u, N, H}));
-      grads.w.w_mr.addmm_(d_mr_u.t(), mem.index_select(0, idx).view({u, NH}));
-      d_mr.index_fill_(0, idx, 0);
+      if (whole_row >= 0) {
+        const at::Tensor grad_new = loop_matmul(kernels, d_mr, w.w_mr).view({B, N, H}).add_(d_mem);
+        grads.w.w_mr.addmm_(d_mr.t(), mem.view({B, NH}));
+        d_mr.zero_();
+        const at::Tensor before = memory_rows.narrow(0, whole_row - B, B);
+        d_mem = memory_update_backward(before, a, lines, grad_new, w, wt, kernels, grads.w, d_lines);
+        mem.copy_(before);
+        mr = loop_matmul(kernels, before.view({B, NH}), wt.w_mr, b_xr);
+      } else {
+        const at::Tensor& idx = a.elems_index;
+        const int64_t u = idx.size(0);
+        const at::Tensor d_mr_u = d_mr.index_select(0, idx);
+        const at::Tensor grad_new =
+            d_mem.index_select(0, idx).add_(loop_matmul(kernels, d_mr_u, w.w_mr).view({u, N, H}));
+        grads.w.w_mr.addmm_(d_mr_u.t(), mem.index_select(0, idx).view({u, NH}));
+        d_mr.index_fill_(0, idx, 0);
 
-      const at::Tensor before = memory_rows.index_select(0, plan.slots_before[update]);
-      d_mem.index_copy_(0, idx,
-                        memory_update_backward(before, a, lines, grad_new, w, wt, kernels, grads.w, d_lines));
-      mem.index_copy_(0, idx, before);
-      mr.index_copy_(0, idx, loop_matmul(kernels, before.view({u, NH}), wt.w_mr, b_xr));
+        const at::Tensor before = memory_rows.index_select(0, plan.slots_before[update]);
+        d_mem.index_copy_(0, idx,
+                          memory_update_backward(before, a, lines, grad_new, w, wt, kernels, grads.w, d_lines));
+        mem.index_copy_(0, idx, before);
+        mr.index_copy_(0, idx, loop_matmul(kernels, before.view({u, NH}), wt.w_mr, b_xr));
+      }
     }
 
     at::Tensor d_mc = at::empty({j, B, H}, x.options());  // gradient of the chunk's memory term
