@@ -235,6 +235,8 @@ LayerGrads layer_backward(const at::Tensor& grad_output, const LayerState& grad_
       gw.push_back(t.is_same(w.w_x) || t.is_same(w.b_x) || t.is_same(w.w_hh) ? at::Tensor() : at::zeros_like(t));
     grads.w = LayerWeights::from_list(gw);
   }
+  UpdateWeightGrads update_grads(grads.w, d.nh);
+  WeightGradRows w_mr_grad(grads.w.w_mr), w_mc_grad(grads.w.w_mc);
 
   const at::Tensor w_xr = w.w_x.narrow(0, 4 * H, NH), b_xr = w.b_x.narrow(0, 4 * H, NH);
   const MemoryWeightsT wt(w, kernels, B, N, d.nh);
@@ -278,10 +280,10 @@ LayerGrads layer_backward(const at::Tensor& grad_output, const LayerState& grad_
       // The updated memory feeds later memory terms directly and through m @ W_mr^T.
       if (whole_row >= 0) {
         const at::Tensor grad_new = loop_matmul(kernels, d_mr, w.w_mr).view({B, N, H}).add_(d_mem);
-        grads.w.w_mr.addmm_(d_mr.t(), mem.view({B, NH}));
+        w_mr_grad.add(d_mr, mem.view({B, NH}));
         d_mr.zero_();
         const at::Tensor before = memory_rows.narrow(0, whole_row - B, B);
-        d_mem = memory_update_backward(before, a, lines, grad_new, w, wt, kernels, grads.w, d_lines);
+        d_mem = memory_update_backward(before, a, lines, grad_new, w, wt, kernels, grads.w, update_grads, d_lines);
         mem.copy_(before);
         mr = loop_matmul(kernels, before.view({B, NH}), wt.w_mr, b_xr);
       } else {
@@ -290,12 +292,12 @@ LayerGrads layer_backward(const at::Tensor& grad_output, const LayerState& grad_
         const at::Tensor d_mr_u = d_mr.index_select(0, idx);
         const at::Tensor grad_new =
             d_mem.index_select(0, idx).add_(loop_matmul(kernels, d_mr_u, w.w_mr).view({u, N, H}));
-        grads.w.w_mr.addmm_(d_mr_u.t(), mem.index_select(0, idx).view({u, NH}));
+        w_mr_grad.add(d_mr_u, mem.index_select(0, idx).view({u, NH}));
         d_mr.index_fill_(0, idx, 0);
 
         const at::Tensor before = memory_rows.index_select(0, plan.slots_before[update]);
-        d_mem.index_copy_(0, idx,
-                          memory_update_backward(before, a, lines, grad_new, w, wt, kernels, grads.w, d_lines));
+        d_mem.index_copy_(0, idx, memory_update_backward(before, a, lines, grad_new, w, wt, kernels, grads.w,
+                                                         update_grads, d_lines));
         mem.index_copy_(0, idx, before);
         mr.index_copy_(0, idx, loop_matmul(kernels, before.view({u, NH}), wt.w_mr, b_xr));
       }
@@ -321,7 +323,7 @@ LayerGrads layer_backward(const at::Tensor& grad_output, const LayerState& grad_
     const at::Tensor x_chunk = x.narrow(0, t0, j).reshape({j * B, d.D});
     const at::Tensor r = at::mm(x_chunk, w_xr.t()).view({j, B, NH}).add_(mr).sigmoid_();
     const at::Tensor d_mc_rows = d_mc.view({j * B, H});
-    grads.w.w_mc.addmm_(d_mc_rows.t(), (r * m).view({j * B, NH}));
+    w_mc_grad.add(d_mc_rows, (r * m).view({j * B, NH}));
     const at::Tensor d_rm = at::mm(d_mc_rows, w.w_mc).view({j, B, NH});
     at::Tensor d_rx_chunk = d_rx.narrow(0, t0, j);
     at::mul_out(d_rx_chunk, d_rm * m, r * (1 - r));
@@ -330,6 +332,9 @@ LayerGrads layer_backward(const at::Tensor& grad_output, const LayerState& grad_
   }
 
   lines = BlockLines();  // recomputed keys and values, if any, are not needed any more
+  update_grads.flush();
+  w_mr_grad.flush();
+  w_mc_grad.flush();
 
   // The initial memory also feeds the first steps' m @ W_mr^T.
   d_mem.add_(at::mm(d_mr, w.w_mr).view({B, N, H}));

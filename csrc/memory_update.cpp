@@ -66,6 +66,12 @@ UpdateParts forward_parts(const at::Tensor& memory, const BlockAttention& a, con
   return p;
 }
 
+// Rows [i H, (i + 1) H) of a (3H, ...) tensor: the queries', keys' or values' part of w_in, b_in.
+at::Tensor in_part(const at::Tensor& t, int64_t i) {
+  const int64_t H = t.size(0) / 3;
+  return t.narrow(0, i * H, H);
+}
+
 }  // namespace
 
 // An update multiplies up to B x N memory rows, and up to B rows for xh and m @ W_mr^T.
@@ -87,6 +93,20 @@ MemoryWeightsT::MemoryWeightsT(const LayerWeights& w, const LayerKernels& kernel
     *out = kernels.loop_weight(*weight, rows);
 }
 
+UpdateWeightGrads::UpdateWeightGrads(LayerWeights& grads, int64_t num_heads)
+    : gm(grads.w_gm, grads.b_g),
+      gx(grads.w_gx),
+      w2(grads.w_2, grads.b_2),
+      w1(grads.w_1, grads.b_1),
+      wo(grads.w_o, grads.b_o),
+      wq(in_part(grads.w_in, 0), in_part(grads.b_in, 0)),
+      wk(in_part(grads.w_in, 1), at::Tensor(), num_heads),
+      wv(in_part(grads.w_in, 2), in_part(grads.b_in, 2), num_heads) {}
+
+void UpdateWeightGrads::flush() {
+  for (WeightGradRows* g : {&gm, &gx, &w2, &w1, &wo, &wq, &wk, &wv}) g->flush();
+}
+
 at::Tensor memory_update_forward(const at::Tensor& memory, const BlockAttention& a, const BlockLines& lines,
                                  const LayerWeights& w, const MemoryWeightsT& wt, const LayerKernels& kernels) {
   return forward_parts(memory, a, lines, w, wt, kernels).new_mem;
@@ -94,7 +114,8 @@ at::Tensor memory_update_forward(const at::Tensor& memory, const BlockAttention&
 
 at::Tensor memory_update_backward(const at::Tensor& memory, const BlockAttention& a, const BlockLines& lines,
                                   const at::Tensor& grad_new, const LayerWeights& w, const MemoryWeightsT& wt,
-                                  const LayerKernels& kernels, LayerWeights& grads, BlockLineGrads& d_lines) {
+                                  const LayerKernels& kernels, LayerWeights& grads, UpdateWeightGrads& weight_grads,
+                                  BlockLineGrads& d_lines) {
   const UpdateParts p = forward_parts(memory, a, lines, w, wt, kernels);
   const int64_t u = memory.size(0), N = memory.size(1), H = memory.size(2);
   const at::Tensor ig = p.gates.narrow(2, 0, H), fg = p.gates.narrow(2, H, H);
@@ -106,10 +127,9 @@ at::Tensor memory_update_backward(const at::Tensor& memory, const BlockAttention
 
   // gates = sigma(xh @ W_gx^T + tanh(M) @ W_gm^T + b_g)
   const at::Tensor d_pre_rows = d_pre.reshape({u * N, 2 * H});
-  grads.b_g.add_(d_pre_rows.sum(0));
-  grads.w_gm.addmm_(d_pre_rows.t(), p.tanh_mem.reshape({u * N, H}));
+  weight_grads.gm.add(d_pre_rows, p.tanh_mem.reshape({u * N, H}));
   const at::Tensor d_xh_pre = d_pre.sum(1);  // xh is shared by the N slots
-  grads.w_gx.addmm_(d_xh_pre.t(), p.xh);
+  weight_grads.gx.add(d_xh_pre, p.xh);
   d_mem.add_(loop_matmul(kernels, d_pre_rows, w.w_gm).view({u, N, H}).mul_(1 - p.tanh_mem * p.tanh_mem));
   // xh is the mean of the valid rows: each gets d_xh / n_valid
   const at::Tensor n_valid = a.n_valid_index.to(grad_new.scalar_type());
@@ -122,11 +142,9 @@ at::Tensor memory_update_backward(const at::Tensor& memory, const BlockAttention
       d_mt, p.y2_in, {H}, p.mean2, p.rstd2, w.ln2_w, w.ln2_b, {true, true, true});
   grads.ln2_w.add_(d_ln2_w);
   grads.ln2_b.add_(d_ln2_b);
-  grads.b_2.add_(d_y2_in.sum(0));
-  grads.w_2.addmm_(d_y2_in.t(), p.hid);
+  weight_grads.w2.add(d_y2_in, p.hid);
   const at::Tensor d_hid = loop_matmul(kernels, d_y2_in, w.w_2).mul_(p.hid > 0);
-  grads.b_1.add_(d_hid.sum(0));
-  grads.w_1.addmm_(d_hid.t(), p.y1);
+  weight_grads.w1.add(d_hid, p.y1);
   const at::Tensor d_y1 = loop_matmul(kernels, d_hid, w.w_1).add_(d_y2_in);
 
   // Y1 = LayerNorm_1(M + A @ W_o^T + b_o)
@@ -136,8 +154,7 @@ at::Tensor memory_update_backward(const at::Tensor& memory, const BlockAttention
   grads.ln1_w.add_(d_ln1_w);
   grads.ln1_b.add_(d_ln1_b);
   d_mem.add_(d_y1_in.view({u, N, H}));
-  grads.b_o.add_(d_y1_in.sum(0));
-  grads.w_o.addmm_(d_y1_in.t(), p.attn);
+  weight_grads.wo.add(d_y1_in, p.attn);
 
   // attention of the memory queries over the block
   const at::Tensor d_attn = loop_matmul(kernels, d_y1_in, w.w_o);
@@ -165,22 +182,18 @@ at::Tensor memory_update_backward(const at::Tensor& memory, const BlockAttention
     // (it shifts all of a softmax's scores alike)
     const int64_t nh = a.num_heads, dh = H / nh;
     at::Tensor d_mixed = at::empty({u * N, nh, H}, d_attn.options());
-    grads.b_in.narrow(0, 2 * H, H).add_(d_attn.sum(0));
-    for (int64_t h = 0; h < nh; ++h) {
-      const at::Tensor d_attn_h = d_attn.narrow(1, h * dh, dh);
-      grads.w_in.narrow(0, 2 * H + h * dh, dh).addmm_(d_attn_h.t(), p.mixed.select(1, h));
-      kernels.loop_matmul(d_attn_h, w.w_in.narrow(0, 2 * H + h * dh, dh), at::Tensor(), d_mixed.select(1, h));
-    }
+    weight_grads.wv.add(d_attn, p.mixed.view({u * N, nh * H}));
+    for (int64_t h = 0; h < nh; ++h)
+      kernels.loop_matmul(d_attn.narrow(1, h * dh, dh), w.w_in.narrow(0, 2 * H + h * dh, dh), at::Tensor(),
+                          d_mixed.select(1, h));
     const at::Tensor d_q_keys = kernels.folded_attention_backward(a, p.q_keys, memory, lines.emb, lines.hid,
                                                                   p.attn_saved, d_mixed, d_mem, d_lines.emb,
                                                                   d_lines.hid);
+    weight_grads.wk.add(p.q, d_q_keys.view({u * N, nh * H}));
     at::Tensor d_q = at::empty({u * N, H}, d_attn.options());
-    for (int64_t h = 0; h < nh; ++h) {
-      grads.w_in.narrow(0, H + h * dh, dh).addmm_(p.q.narrow(1, h * dh, dh).t(), d_q_keys.select(1, h));
+    for (int64_t h = 0; h < nh; ++h)
       kernels.loop_matmul(d_q_keys.select(1, h), wt.w_k_t[h], at::Tensor(), d_q.narrow(1, h * dh, dh));
-    }
-    grads.b_in.narrow(0, 0, H).add_(d_q.sum(0));
-    grads.w_in.narrow(0, 0, H).addmm_(d_q.t(), p.mem_rows);
+    weight_grads.wq.add(d_q, p.mem_rows);
     d_mem.add_(loop_matmul(kernels, d_q, w.w_in.narrow(0, 0, H)).view({u, N, H}));
   }
   return d_mem;

@@ -11,6 +11,7 @@
 
 #include "layer.h"
 #include "layer_kernels.h"
+#include "weight_grad_rows.h"
 
 namespace nrnm {
 
@@ -45,16 +46,32 @@ struct MemoryWeightsT {
   MemoryWeightsT(const LayerWeights& w, const LayerKernels& kernels, int64_t B, int64_t N, int64_t nh);
 };
 
+// The memory updates' weight gradients over a whole backward pass, in few GEMMs; flush()
+// after the last update. (The keys | values path adds those of w_in / b_in directly.)
+struct UpdateWeightGrads {
+  WeightGradRows gm;  // w_gm, b_g
+  WeightGradRows gx;  // w_gx
+  WeightGradRows w2;  // w_2, b_2
+  WeightGradRows w1;  // w_1, b_1
+  WeightGradRows wo;  // w_o, b_o
+  WeightGradRows wq;  // the queries' rows of w_in, b_in (folded attention)
+  WeightGradRows wk;  // the keys' rows of w_in, per head (folded attention)
+  WeightGradRows wv;  // the values' rows of w_in, b_in, per head (folded attention)
+  UpdateWeightGrads(LayerWeights& grads, int64_t num_heads);
+  void flush();
+};
+
 // The updated memory (u, N, H) of the elements a.elems, whose memory is `memory` (u, N, H).
 at::Tensor memory_update_forward(const at::Tensor& memory, const BlockAttention& a, const BlockLines& lines,
                                  const LayerWeights& w, const MemoryWeightsT& wt, const LayerKernels& kernels);
 
 // Given grad_new (u, N, H), the gradient of the updated memory, returns the gradient of
-// `memory`; adds the gradients of the block rows to d_lines and those of the weights the
-// update uses to `grads` (w_in, b_in, w_o, b_o, ln1_*, w_1, b_1, w_2, b_2, ln2_*, w_gx, w_gm,
-// b_g). Recomputes the forward pass.
+// `memory`; adds the gradients of the block rows to d_lines, those of the LayerNorms to
+// `grads` and those of the other weights the update uses to `weight_grads` (or, on the keys |
+// values path, of w_in and b_in to `grads`). Recomputes the forward pass.
 at::Tensor memory_update_backward(const at::Tensor& memory, const BlockAttention& a, const BlockLines& lines,
                                   const at::Tensor& grad_new, const LayerWeights& w, const MemoryWeightsT& wt,
-                                  const LayerKernels& kernels, LayerWeights& grads, BlockLineGrads& d_lines);
+                                  const LayerKernels& kernels, LayerWeights& grads, UpdateWeightGrads& weight_grads,
+                                  BlockLineGrads& d_lines);
 
 }  // namespace nrnm
