@@ -1,26 +1,24 @@
 #include "cell_rows.h"
 
 #include "../nrnm_cell.h"
+#include "target_clones.h"
 
-// float rows are compiled for AVX-512, AVX2 + FMA and baseline x86-64, picked at load time.
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define NRNM_CPU_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 // Without it GCC keeps the branches of gate_tanh (whose large-|x| side divides, and a division
 // may trap) and vectorizes these loops only where AVX-512 masks them: AVX2 ran one unit at a time.
 #ifndef __NO_TRAPPING_MATH__
 #error "csrc/cpu/cell_rows.cpp must be compiled with -fno-trapping-math (see setup.py)"
 #endif
-#else
-#define NRNM_CPU_CLONES
 #endif
 
 namespace nrnm {
 namespace {
 
 template <typename T>
-__attribute__((always_inline)) inline void forward_row_impl(int64_t H, const T* __restrict a_in, const T* __restrict a_rec, const T* __restrict mc,
-                             T* __restrict h, T* __restrict c, T* __restrict gates, T* __restrict cell_out,
-                             T* __restrict h_out, T* __restrict line_out) {
+NRNM_ALWAYS_INLINE void forward_row_impl(int64_t H, const T* __restrict a_in, const T* __restrict a_rec,
+                                         const T* __restrict mc, T* __restrict h, T* __restrict c,
+                                         T* __restrict gates, T* __restrict cell_out, T* __restrict h_out,
+                                         T* __restrict line_out) {
 #pragma omp simd
   for (int64_t j = 0; j < H; ++j) {
     GateActs<T> acts;
@@ -40,9 +38,10 @@ __attribute__((always_inline)) inline void forward_row_impl(int64_t H, const T* 
 }
 
 template <typename T>
-__attribute__((always_inline)) inline void backward_row_impl(int64_t H, const T* __restrict gates, const T* __restrict c_prev,
-                              const T* __restrict cell, const T* __restrict dh, const T* __restrict d_out,
-                              const T* __restrict d_line, T* __restrict dc, T* __restrict da, T* __restrict dmc) {
+NRNM_ALWAYS_INLINE void backward_row_impl(int64_t H, const T* __restrict gates, const T* __restrict c_prev,
+                                          const T* __restrict cell, const T* __restrict dh,
+                                          const T* __restrict d_out, const T* __restrict d_line, T* __restrict dc,
+                                          T* __restrict da, T* __restrict dmc) {
 #pragma omp simd
   for (int64_t j = 0; j < H; ++j) {
     const GateActs<T> acts{gates[j], gates[H + j], gates[2 * H + j], gates[3 * H + j]};
