@@ -261,6 +261,10 @@ LayerGrads layer_backward(const at::Tensor& grad_output, const LayerState& grad_
   // Gradient of the hoisted input GEMM's output: gates | memory gate | embedding, written in place.
   at::Tensor d_xw = at::empty({T, B, d.G}, x.options());
   const at::Tensor d_gates = d_xw.narrow(2, 0, 4 * H), d_rx = d_xw.narrow(2, 4 * H, NH);
+  // x W_xr^T of every step (the memory gates' input part, as in the forward) in one GEMM, in
+  // place of its gradient: each chunk reads its rows before it overwrites them.
+  at::Tensor rx_rows = d_xw.view({T * B, d.G}).narrow(1, 4 * H, NH);
+  at::mm_out(rx_rows, x.reshape({T * B, d.D}), w_xr.t());
   at::Tensor dh_rec = at::empty({B, H}, x.options());
   const at::Tensor active = at::arange(T, lengths.options()).unsqueeze(1) < lengths.unsqueeze(0);  // (T, B)
 
@@ -320,12 +324,11 @@ LayerGrads layer_backward(const at::Tensor& grad_output, const LayerState& grad_
 
     // The chunk's memory term (r * m) @ W_mc^T with r = sigma(x W_xr^T + b_r + m W_mr^T).
     const at::Tensor m = mem.view({1, B, NH});
-    const at::Tensor x_chunk = x.narrow(0, t0, j).reshape({j * B, d.D});
-    const at::Tensor r = at::mm(x_chunk, w_xr.t()).view({j, B, NH}).add_(mr).sigmoid_();
+    at::Tensor d_rx_chunk = d_rx.narrow(0, t0, j);
+    const at::Tensor r = d_rx_chunk.add(mr).sigmoid_();
     const at::Tensor d_mc_rows = d_mc.view({j * B, H});
     w_mc_grad.add(d_mc_rows, (r * m).view({j * B, NH}));
     const at::Tensor d_rm = at::mm(d_mc_rows, w.w_mc).view({j, B, NH});
-    at::Tensor d_rx_chunk = d_rx.narrow(0, t0, j);
     at::mul_out(d_rx_chunk, d_rm * m, r * (1 - r));
     d_mem.add_((d_rm * r).sum(0).view({B, N, H}));
     d_mr.add_(d_rx_chunk.sum(0));
