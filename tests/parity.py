@@ -13,7 +13,7 @@ from helpers import random_model
 from nrnm_fast import NRNMState
 from nrnm_fast.testing import max_relative_error, outputs_and_grads
 
-# (T, B, L, block_size, stride, num_slots, num_heads, lengths, steps); H = 8, D = 5
+# (T, B, L, block_size, stride, num_slots, num_heads, lengths, steps[, H]); H = 8 unless given, D = 5
 CASES = {
     "T1": (1, 3, 1, 4, 2, 2, 2, None, [0, 1, 3]),
     "T3-stride1": (3, 1, 1, 2, 1, 1, 1, None, [0]),
@@ -25,13 +25,17 @@ CASES = {
     "T3-k1": (3, 3, 1, 1, 1, 2, 2, [3, 1, 2], [0, 4, 1]),
     # 13 rows per step GEMM: the CPU path's register-blocked GEMM in blocks of 4 rows and a remainder
     "T9-B13": (9, 13, 1, 4, 2, 2, 2, [9, 9, 5, 9, 1, 9, 7, 9, 9, 3, 9, 9, 8], [0, 0, 1, 0, 2, 0, 0, 5, 0, 0, 3, 0, 0]),
+    # Rows wider than the CPU attention kernel's 128-byte register blocks (32 floats, 16 doubles),
+    # with a remainder; 6 and 8 queries per block (blocks of 4 queries and a remainder)
+    "T13-H40": (13, 3, 1, 5, 2, 3, 2, [13, 6, 13], [0, 3, 1], 40),
+    "T10-H64-four-heads": (10, 2, 1, 4, 4, 2, 4, None, [0, 6], 64),
 }
 
 
 def run_case(backend: str, dtype: torch.dtype, case, device: str = "cpu") -> dict:
     """Every output and gradient of one case (drawn in float64 on the CPU, then cast and moved)."""
-    T, B, L, k, s, N, nh, lengths, steps = case
-    model = random_model(5, 8, num_layers=L, block_size=k, stride=s, num_slots=N, num_heads=nh,
+    T, B, L, k, s, N, nh, lengths, steps, *hidden = case
+    model = random_model(5, hidden[0] if hidden else 8, num_layers=L, block_size=k, stride=s, num_slots=N, num_heads=nh,
                          backend=backend).to(device=device, dtype=dtype)
     gen = torch.Generator().manual_seed(7)
     x = torch.randn(T, B, 5, generator=gen, dtype=torch.float64).to(device=device, dtype=dtype)
