@@ -92,6 +92,11 @@ struct LayerKernels {
                                           const at::Tensor& memory, const at::Tensor& emb, const at::Tensor& hid,
                                           const at::Tensor& saved, const at::Tensor& d_mixed, at::Tensor& d_memory,
                                           at::Tensor& d_emb, at::Tensor& d_hid);
+  // The per-head products around it: for each head h, out_h = a_h @ b[h] + bias[h] (no bias
+  // where `bias` is empty), where a_h, out_h are the h-th of nh equal column blocks of a
+  // (M, nh K) and out (M, nh N), row-strided, and b[h] (K, N) is as loop_matmul's b.
+  void (*heads_matmul)(const at::Tensor& a, const std::vector<at::Tensor>& b, const std::vector<at::Tensor>& bias,
+                       const at::Tensor& out);
 
   // Adds the valid block rows (u, k, H) to their rows of a time line (k + T, B, H).
   void (*scatter_add_block_rows)(const BlockAttention& a, const at::Tensor& rows, at::Tensor& line);

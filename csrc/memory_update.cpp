@@ -36,17 +36,13 @@ UpdateParts forward_parts(const at::Tensor& memory, const BlockAttention& a, con
     p.qkv = loop_matmul(kernels, p.mem_rows, wt.w_in, w.b_in).view({u, N, 3 * H});
     p.attn = kernels.attention_forward(a, p.qkv, lines.kv_emb, lines.kv_hid, p.attn_saved).view({u * N, H});
   } else {
-    const int64_t nh = a.num_heads, dh = H / nh;
+    const int64_t nh = a.num_heads;
     p.q = loop_matmul(kernels, p.mem_rows, wt.w_q, w.b_in.narrow(0, 0, H));
     p.q_keys = at::empty({u * N, nh, H}, memory.options());
-    for (int64_t h = 0; h < nh; ++h)
-      kernels.loop_matmul(p.q.narrow(1, h * dh, dh), w.w_in.narrow(0, H + h * dh, dh), at::Tensor(),
-                          p.q_keys.select(1, h));
+    kernels.heads_matmul(p.q, wt.w_k, {}, p.q_keys.view({u * N, nh * H}));
     p.mixed = kernels.folded_attention_forward(a, p.q_keys, memory, lines.emb, lines.hid, p.attn_saved);
     p.attn = at::empty({u * N, H}, memory.options());
-    for (int64_t h = 0; h < nh; ++h)
-      kernels.loop_matmul(p.mixed.select(1, h), wt.w_v_t[h], w.b_in.narrow(0, 2 * H + h * dh, dh),
-                          p.attn.narrow(1, h * dh, dh));
+    kernels.heads_matmul(p.mixed.view({u * N, nh * H}), wt.w_v_t, wt.b_v, p.attn);
   }
 
   p.y1_in = loop_matmul(kernels, p.attn, wt.w_o, w.b_o).add_(p.mem_rows);
@@ -83,8 +79,11 @@ MemoryWeightsT::MemoryWeightsT(const LayerWeights& w, const LayerKernels& kernel
   } else {
     w_q = kernels.loop_weight(w.w_in.narrow(0, 0, H), B * N);
     for (int64_t h = 0; h < nh; ++h) {
-      w_k_t.push_back(kernels.loop_weight(w.w_in.narrow(0, H + h * dh, dh), B * N));
-      w_v_t.push_back(kernels.loop_weight(w.w_in.narrow(0, 2 * H + h * dh, dh), B * N));
+      w_k.push_back(w.w_in.narrow(0, H + h * dh, dh));
+      w_v.push_back(w.w_in.narrow(0, 2 * H + h * dh, dh));
+      w_k_t.push_back(kernels.loop_weight(w_k.back(), B * N));
+      w_v_t.push_back(kernels.loop_weight(w_v.back(), B * N));
+      b_v.push_back(w.b_in.narrow(0, 2 * H + h * dh, dh));
     }
   }
   for (auto [out, weight, rows] : {std::tuple{&w_o, &w.w_o, B * N}, std::tuple{&w_1, &w.w_1, B * N},
@@ -180,19 +179,16 @@ at::Tensor memory_update_backward(const at::Tensor& memory, const BlockAttention
   } else {
     // attn_h = mixed_h @ W_v,h^T + b_v,h; q_keys_h = q_h @ W_k,h; the keys' bias has no gradient
     // (it shifts all of a softmax's scores alike)
-    const int64_t nh = a.num_heads, dh = H / nh;
+    const int64_t nh = a.num_heads;
     at::Tensor d_mixed = at::empty({u * N, nh, H}, d_attn.options());
     weight_grads.wv.add(d_attn, p.mixed.view({u * N, nh * H}));
-    for (int64_t h = 0; h < nh; ++h)
-      kernels.loop_matmul(d_attn.narrow(1, h * dh, dh), w.w_in.narrow(0, 2 * H + h * dh, dh), at::Tensor(),
-                          d_mixed.select(1, h));
+    kernels.heads_matmul(d_attn, wt.w_v, {}, d_mixed.view({u * N, nh * H}));
     const at::Tensor d_q_keys = kernels.folded_attention_backward(a, p.q_keys, memory, lines.emb, lines.hid,
                                                                   p.attn_saved, d_mixed, d_mem, d_lines.emb,
                                                                   d_lines.hid);
     weight_grads.wk.add(p.q, d_q_keys.view({u * N, nh * H}));
     at::Tensor d_q = at::empty({u * N, H}, d_attn.options());
-    for (int64_t h = 0; h < nh; ++h)
-      kernels.loop_matmul(d_q_keys.select(1, h), wt.w_k_t[h], at::Tensor(), d_q.narrow(1, h * dh, dh));
+    kernels.heads_matmul(d_q_keys.view({u * N, nh * H}), wt.w_k_t, {}, d_q);
     weight_grads.wq.add(d_q, p.mem_rows);
     d_mem.add_(loop_matmul(kernels, d_q, w.w_in.narrow(0, 0, H)).view({u, N, H}));
   }

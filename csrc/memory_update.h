@@ -35,8 +35,12 @@ struct BlockLineGrads {
 struct MemoryWeightsT {
   at::Tensor w_in;                // (H, 3H) q | k | v; kernels that read keys and values
   at::Tensor w_q;                 // (H, H); the folded attention (the others' are undefined)
-  std::vector<at::Tensor> w_k_t;  // nh x (H, dh): W_k,h^T; the folded attention
-  std::vector<at::Tensor> w_v_t;  // nh x (H, dh): W_v,h^T; the folded attention
+  // The folded attention's per-head weights (LayerKernels::heads_matmul's b and bias):
+  std::vector<at::Tensor> w_k;    // nh x (dh, H): W_k,h (views of w_in)
+  std::vector<at::Tensor> w_k_t;  // nh x (H, dh): W_k,h^T
+  std::vector<at::Tensor> w_v;    // nh x (dh, H): W_v,h (views of w_in)
+  std::vector<at::Tensor> w_v_t;  // nh x (H, dh): W_v,h^T
+  std::vector<at::Tensor> b_v;    // nh x (dh,): b_v,h (views of b_in)
   at::Tensor w_o;   // (H, H)
   at::Tensor w_1;   // (H, F)
   at::Tensor w_2;   // (F, H)

@@ -78,6 +78,28 @@ void loop_matmul(const at::Tensor& a, const at::Tensor& b, const at::Tensor& bia
   });
 }
 
+// Each head's product is a few rows by a slice of a weight: views and a dispatch per head cost
+// more than the product where small_gemm runs it, so those run on raw pointers.
+void heads_matmul(const at::Tensor& a, const std::vector<at::Tensor>& b, const std::vector<at::Tensor>& bias,
+                  const at::Tensor& out) {
+  const int64_t nh = static_cast<int64_t>(b.size()), M = a.size(0), K = a.size(1) / nh, N = out.size(1) / nh;
+  bool raw = small_gemm_pays(M) && a.stride(1) == 1 && out.stride(1) == 1;
+  for (int64_t h = 0; h < nh; ++h)
+    raw = raw && b[h].is_contiguous() && (bias.empty() || bias[h].is_contiguous());
+  if (!raw) {
+    for (int64_t h = 0; h < nh; ++h)
+      loop_matmul(a.narrow(1, h * K, K), b[h], bias.empty() ? at::Tensor() : bias[h], out.narrow(1, h * N, N));
+    return;
+  }
+  AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "nrnm_heads_matmul", [&] {
+    const scalar_t* pa = a.data_ptr<scalar_t>();
+    scalar_t* po = out.data_ptr<scalar_t>();
+    for (int64_t h = 0; h < nh; ++h)
+      small_gemm(M, K, N, pa + h * K, a.stride(0), b[h].data_ptr<scalar_t>(),
+                 bias.empty() ? nullptr : bias[h].data_ptr<scalar_t>(), po + h * N, out.stride(0));
+  });
+}
+
 at::Tensor loop_weight(const at::Tensor& w, int64_t max_rows) {
   return small_gemm_pays(max_rows) ? w.t().contiguous() : w.t();
 }
@@ -126,6 +148,7 @@ const LayerKernels& cpu_kernels(bool triton_attention) {
                                    nullptr,
                                    folded_attention_forward,
                                    folded_attention_backward,
+                                   heads_matmul,
                                    scatter_add_block_rows,
                                    block_mean};
   static const LayerKernels triton{step_forward,
@@ -135,6 +158,7 @@ const LayerKernels& cpu_kernels(bool triton_attention) {
                                    triton_attention_forward,
                                    triton_attention_backward,
                                    indexed::gather_block_rows,
+                                   nullptr,
                                    nullptr,
                                    nullptr,
                                    indexed::scatter_add_block_rows,

@@ -84,6 +84,7 @@ const LayerKernels kCudaKernels{step_forward,
                                 indexed::gather_block_rows,
                                 nullptr,
                                 nullptr,
+                                nullptr,
                                 indexed::scatter_add_block_rows,
                                 indexed::block_mean};
 
