@@ -172,11 +172,16 @@ LayerForward layer_forward(const at::Tensor& x, const at::Tensor& lengths, const
     // (r * m) @ W_mc^T for the whole chunk: r depends on x and m only.
     const at::Tensor rm = rx.narrow(0, t0, j).add(mr).sigmoid_().mul_(mem.view({1, B, NH}));
     const at::Tensor mc = at::mm(rm.view({j * B, NH}), w.w_mc.t()).view({j, B, H});
-    for (int64_t t = t0; t <= chunk.t1; ++t) {
-      kernels.loop_matmul(h, w_hh_t, b_gates, rec);
-      const int64_t row = for_backward ? t : 0;
-      kernels.step_forward({t, lengths, xw[t], rec, mc[t - t0], h, c, saved.gates[row], saved.cells[row],
-                            output[t], saved.h_line[k + t]});
+    if (kernels.chunk_forward) {
+      kernels.chunk_forward({t0, chunk.t1, k, for_backward, lengths, xw, w_hh_t, b_gates, mc, h, c, rec,
+                             saved.gates, saved.cells, output, saved.h_line});
+    } else {
+      for (int64_t t = t0; t <= chunk.t1; ++t) {
+        kernels.loop_matmul(h, w_hh_t, b_gates, rec);
+        const int64_t row = for_backward ? t : 0;
+        kernels.step_forward({t, lengths, xw[t], rec, mc[t - t0], h, c, saved.gates[row], saved.cells[row],
+                              output[t], saved.h_line[k + t]});
+      }
     }
     if (kernels.keys_values()) {
       at::Tensor kv_rows = lines.kv_hid.narrow(0, k + t0, j).view({j * B, 2 * H});
@@ -308,17 +313,22 @@ LayerGrads layer_backward(const at::Tensor& grad_output, const LayerState& grad_
     }
 
     at::Tensor d_mc = at::empty({j, B, H}, x.options());  // gradient of the chunk's memory term
-    for (int64_t t = t1; t >= t0; --t) {
-      kernels.step_backward({t, lengths, saved.gates[t], t > 0 ? saved.cells[t - 1] : init.c, saved.cells[t],
-                             d_out[t], d_h_line[k + t], dh, dc, d_xw[t], d_mc[t - t0]});
-      kernels.loop_matmul(d_gates[t], w.w_hh, at::Tensor(), dh_rec);
-      // Inactive elements pass dh on: one masked copy (one kernel on a GPU) unless all are active.
-      bool all_active = true;
-      for (int64_t b = 0; b < B; ++b) all_active = all_active && t < len[b];
-      if (all_active) {
-        std::swap(dh, dh_rec);
-      } else {
-        dh.copy_(at::where(active[t].unsqueeze(1), dh_rec, dh));
+    if (kernels.chunk_backward) {
+      kernels.chunk_backward({t0, t1, k, lengths, saved.gates, saved.cells, init.c, d_out, d_h_line, w.w_hh, dh, dc,
+                              dh_rec, d_xw, d_mc});
+    } else {
+      for (int64_t t = t1; t >= t0; --t) {
+        kernels.step_backward({t, lengths, saved.gates[t], t > 0 ? saved.cells[t - 1] : init.c, saved.cells[t],
+                               d_out[t], d_h_line[k + t], dh, dc, d_xw[t], d_mc[t - t0]});
+        kernels.loop_matmul(d_gates[t], w.w_hh, at::Tensor(), dh_rec);
+        // Inactive elements pass dh on: one masked copy (one kernel on a GPU) unless all are active.
+        bool all_active = true;
+        for (int64_t b = 0; b < B; ++b) all_active = all_active && t < len[b];
+        if (all_active) {
+          std::swap(dh, dh_rec);
+        } else {
+          dh.copy_(at::where(active[t].unsqueeze(1), dh_rec, dh));
+        }
       }
     }
 

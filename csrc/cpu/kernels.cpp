@@ -19,51 +19,61 @@ constexpr int64_t kGrain = 8192;
 
 int64_t row_grain(int64_t H) { return std::max<int64_t>(1, kGrain / H); }
 
-void step_forward(const StepForward& s) {
-  const int64_t B = s.h.size(0), H = s.h.size(1), xw_stride = s.xw.stride(0);
-  const int64_t* len = s.lengths.data_ptr<int64_t>();
-  AT_DISPATCH_FLOATING_TYPES(s.h.scalar_type(), "nrnm_step_forward", [&] {
-    const scalar_t *xw = s.xw.data_ptr<scalar_t>(), *rec = s.rec.data_ptr<scalar_t>(),
-                   *mc = s.mc.data_ptr<scalar_t>();
-    scalar_t *h = s.h.data_ptr<scalar_t>(), *c = s.c.data_ptr<scalar_t>(), *gates = s.gates.data_ptr<scalar_t>(),
-             *cells = s.cells.data_ptr<scalar_t>(), *out = s.out.data_ptr<scalar_t>(),
-             *h_row = s.h_row.data_ptr<scalar_t>();
-    at::parallel_for(0, B, row_grain(H), [&](int64_t begin, int64_t end) {
-      for (int64_t b = begin; b < end; ++b) {
-        const int64_t o = b * H;
-        if (s.t < len[b]) {
-          forward_row(H, xw + b * xw_stride, rec + 4 * o, mc + o, h + o, c + o, gates + 4 * o, cells + o, out + o,
-                      h_row + o);
-        } else {
-          std::fill(gates + 4 * o, gates + 4 * o + 4 * H, scalar_t(0));
-          std::copy(c + o, c + o + H, cells + o);
-          std::copy(h + o, h + o + H, h_row + o);
-        }
+// One step's rows: active elements (t < len[b]) through csrc/nrnm_cell.h; inactive ones keep
+// h and c, get zero gates, the old cell and the old h. Pointers to step t's rows.
+template <typename T>
+void forward_rows(int64_t t, int64_t B, int64_t H, const int64_t* len, const T* xw, int64_t xw_stride, const T* rec,
+                  const T* mc, T* h, T* c, T* gates, T* cells, T* out, T* h_row) {
+  at::parallel_for(0, B, row_grain(H), [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b) {
+      const int64_t o = b * H;
+      if (t < len[b]) {
+        forward_row(H, xw + b * xw_stride, rec + 4 * o, mc + o, h + o, c + o, gates + 4 * o, cells + o, out + o,
+                    h_row + o);
+      } else {
+        std::fill(gates + 4 * o, gates + 4 * o + 4 * H, T(0));
+        std::copy(c + o, c + o + H, cells + o);
+        std::copy(h + o, h + o + H, h_row + o);
       }
-    });
+    }
+  });
+}
+
+template <typename T>
+void backward_rows(int64_t t, int64_t B, int64_t H, const int64_t* len, const T* gates, const T* c_prev,
+                   const T* cells, const T* dh, const T* d_out, const T* d_h_row, T* dc, T* da, int64_t da_stride,
+                   T* dmc) {
+  at::parallel_for(0, B, row_grain(H), [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b) {
+      const int64_t o = b * H;
+      if (t < len[b]) {
+        backward_row(H, gates + 4 * o, c_prev + o, cells + o, dh + o, d_out + o, d_h_row + o, dc + o,
+                     da + b * da_stride, dmc + o);
+      } else {  // inactive: dh and dc pass on unchanged
+        std::fill(da + b * da_stride, da + b * da_stride + 4 * H, T(0));
+        std::fill(dmc + o, dmc + o + H, T(0));
+      }
+    }
+  });
+}
+
+void step_forward(const StepForward& s) {
+  const int64_t B = s.h.size(0), H = s.h.size(1);
+  AT_DISPATCH_FLOATING_TYPES(s.h.scalar_type(), "nrnm_step_forward", [&] {
+    forward_rows(s.t, B, H, s.lengths.data_ptr<int64_t>(), s.xw.data_ptr<scalar_t>(), s.xw.stride(0),
+                 s.rec.data_ptr<scalar_t>(), s.mc.data_ptr<scalar_t>(), s.h.data_ptr<scalar_t>(),
+                 s.c.data_ptr<scalar_t>(), s.gates.data_ptr<scalar_t>(), s.cells.data_ptr<scalar_t>(),
+                 s.out.data_ptr<scalar_t>(), s.h_row.data_ptr<scalar_t>());
   });
 }
 
 void step_backward(const StepBackward& s) {
-  const int64_t B = s.dh.size(0), H = s.dh.size(1), da_stride = s.da.stride(0);
-  const int64_t* len = s.lengths.data_ptr<int64_t>();
+  const int64_t B = s.dh.size(0), H = s.dh.size(1);
   AT_DISPATCH_FLOATING_TYPES(s.dh.scalar_type(), "nrnm_step_backward", [&] {
-    const scalar_t *gates = s.gates.data_ptr<scalar_t>(), *c_prev = s.c_prev.data_ptr<scalar_t>(),
-                   *cells = s.cells.data_ptr<scalar_t>(), *d_out = s.d_out.data_ptr<scalar_t>(),
-                   *d_h_row = s.d_h_row.data_ptr<scalar_t>(), *dh = s.dh.data_ptr<scalar_t>();
-    scalar_t *dc = s.dc.data_ptr<scalar_t>(), *da = s.da.data_ptr<scalar_t>(), *dmc = s.dmc.data_ptr<scalar_t>();
-    at::parallel_for(0, B, row_grain(H), [&](int64_t begin, int64_t end) {
-      for (int64_t b = begin; b < end; ++b) {
-        const int64_t o = b * H;
-        if (s.t < len[b]) {
-          backward_row(H, gates + 4 * o, c_prev + o, cells + o, dh + o, d_out + o, d_h_row + o, dc + o,
-                       da + b * da_stride, dmc + o);
-        } else {  // inactive: dh and dc pass on unchanged
-          std::fill(da + b * da_stride, da + b * da_stride + 4 * H, scalar_t(0));
-          std::fill(dmc + o, dmc + o + H, scalar_t(0));
-        }
-      }
-    });
+    backward_rows(s.t, B, H, s.lengths.data_ptr<int64_t>(), s.gates.data_ptr<scalar_t>(),
+                  s.c_prev.data_ptr<scalar_t>(), s.cells.data_ptr<scalar_t>(), s.dh.data_ptr<scalar_t>(),
+                  s.d_out.data_ptr<scalar_t>(), s.d_h_row.data_ptr<scalar_t>(), s.dc.data_ptr<scalar_t>(),
+                  s.da.data_ptr<scalar_t>(), s.da.stride(0), s.dmc.data_ptr<scalar_t>());
   });
 }
 
@@ -75,6 +85,73 @@ void loop_matmul(const at::Tensor& a, const at::Tensor& b, const at::Tensor& bia
   AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "nrnm_loop_matmul", [&] {
     small_gemm(M, K, N, a.data_ptr<scalar_t>(), a.stride(0), b.data_ptr<scalar_t>(),
                bias.defined() ? bias.data_ptr<scalar_t>() : nullptr, out.data_ptr<scalar_t>(), out.stride(0));
+  });
+}
+
+// Steps may lie apart in a (steps, B, X) tensor (a shard's slice of the batch) but each step's
+// (B, X) rows must be contiguous: the row loops index them as b * X.
+void check_step_rows(const char* what, std::initializer_list<const at::Tensor*> ts) {
+  int i = 0;
+  for (const at::Tensor* t : ts) {
+    const bool rows = t->dim() == 3 && t->stride(2) == 1 && (t->size(1) == 1 || t->stride(1) == t->size(2));
+    TORCH_CHECK(rows, "nrnm_fast: ", what, " takes (steps, B, X) tensors with contiguous steps; tensor ", i,
+                " has strides ", t->strides(), " for sizes ", t->sizes());
+    ++i;
+  }
+}
+
+// Views of every step's rows would cost more than the step's work at small batch: pointers instead.
+void chunk_forward(const ChunkForward& s) {
+  check_step_rows("chunk_forward", {&s.xw, &s.mc, &s.gates, &s.cells, &s.out, &s.h_line});
+  TORCH_CHECK(s.h.is_contiguous() && s.c.is_contiguous() && s.rec.is_contiguous(),
+              "nrnm_fast: chunk_forward takes a contiguous state");
+  const int64_t B = s.h.size(0), H = s.h.size(1), G = s.xw.size(2);
+  const int64_t* len = s.lengths.data_ptr<int64_t>();
+  AT_DISPATCH_FLOATING_TYPES(s.h.scalar_type(), "nrnm_chunk_forward", [&] {
+    const scalar_t *xw = s.xw.data_ptr<scalar_t>(), *mc = s.mc.data_ptr<scalar_t>(),
+                   *rec = s.rec.data_ptr<scalar_t>();
+    scalar_t *h = s.h.data_ptr<scalar_t>(), *c = s.c.data_ptr<scalar_t>(), *gates = s.gates.data_ptr<scalar_t>(),
+             *cells = s.cells.data_ptr<scalar_t>(), *out = s.out.data_ptr<scalar_t>(),
+             *h_line = s.h_line.data_ptr<scalar_t>();
+    for (int64_t t = s.t0; t <= s.t1; ++t) {
+      loop_matmul(s.h, s.w_hh_t, s.b_gates, s.rec);
+      const int64_t row = s.per_step ? t : 0;
+      forward_rows(t, B, H, len, xw + t * s.xw.stride(0), G, rec, mc + (t - s.t0) * s.mc.stride(0), h, c,
+                   gates + row * s.gates.stride(0), cells + row * s.cells.stride(0), out + t * s.out.stride(0),
+                   h_line + (s.k + t) * s.h_line.stride(0));
+    }
+  });
+}
+
+void chunk_backward(const ChunkBackward& s) {
+  check_step_rows("chunk_backward", {&s.gates, &s.cells, &s.d_out, &s.d_h_line, &s.d_xw, &s.d_mc});
+  TORCH_CHECK(s.c0.is_contiguous() && s.dh.is_contiguous() && s.dc.is_contiguous() && s.dh_rec.is_contiguous() &&
+                  s.w_hh.is_contiguous(),
+              "nrnm_fast: chunk_backward takes a contiguous state and W_hh");
+  const int64_t B = s.dh.size(0), H = s.dh.size(1), G = s.d_xw.size(2);
+  const int64_t* len = s.lengths.data_ptr<int64_t>();
+  const bool raw_gemm = small_gemm_pays(B);
+  AT_DISPATCH_FLOATING_TYPES(s.dh.scalar_type(), "nrnm_chunk_backward", [&] {
+    const scalar_t *gates = s.gates.data_ptr<scalar_t>(), *cells = s.cells.data_ptr<scalar_t>(),
+                   *c0 = s.c0.data_ptr<scalar_t>(), *d_out = s.d_out.data_ptr<scalar_t>(),
+                   *d_h_line = s.d_h_line.data_ptr<scalar_t>(), *w_hh = s.w_hh.data_ptr<scalar_t>();
+    scalar_t *dh = s.dh.data_ptr<scalar_t>(), *dc = s.dc.data_ptr<scalar_t>(),
+             *dh_rec = s.dh_rec.data_ptr<scalar_t>(), *d_xw = s.d_xw.data_ptr<scalar_t>(),
+             *d_mc = s.d_mc.data_ptr<scalar_t>();
+    const int64_t cell_step = s.cells.stride(0);
+    for (int64_t t = s.t1; t >= s.t0; --t) {
+      scalar_t* da = d_xw + t * s.d_xw.stride(0);
+      backward_rows(t, B, H, len, gates + t * s.gates.stride(0), t > 0 ? cells + (t - 1) * cell_step : c0,
+                    cells + t * cell_step, dh, d_out + t * s.d_out.stride(0), d_h_line + (s.k + t) * s.d_h_line.stride(0),
+                    dc, da, G, d_mc + (t - s.t0) * s.d_mc.stride(0));
+      if (raw_gemm) {
+        small_gemm(B, 4 * H, H, da, G, w_hh, static_cast<const scalar_t*>(nullptr), dh_rec, H);
+      } else {
+        loop_matmul(s.d_xw.select(0, t).narrow(1, 0, 4 * H), s.w_hh, at::Tensor(), s.dh_rec);
+      }
+      for (int64_t b = 0; b < B; ++b)  // dh of an inactive element passes on unchanged
+        if (t < len[b]) std::copy(dh_rec + b * H, dh_rec + (b + 1) * H, dh + b * H);
+    }
   });
 }
 
@@ -141,6 +218,8 @@ void scatter_add_block_rows(const BlockAttention& a, const at::Tensor& rows, at:
 const LayerKernels& cpu_kernels(bool triton_attention) {
   static const LayerKernels native{step_forward,
                                    step_backward,
+                                   chunk_forward,
+                                   chunk_backward,
                                    loop_matmul,
                                    loop_weight,
                                    nullptr,
@@ -153,6 +232,8 @@ const LayerKernels& cpu_kernels(bool triton_attention) {
                                    block_mean};
   static const LayerKernels triton{step_forward,
                                    step_backward,
+                                   chunk_forward,
+                                   chunk_backward,
                                    loop_matmul,
                                    loop_weight,
                                    triton_attention_forward,

@@ -77,6 +77,8 @@ void step_backward(const StepBackward& s) {
 
 const LayerKernels kCudaKernels{step_forward,
                                 step_backward,
+                                nullptr,
+                                nullptr,
                                 aten_matmul,
                                 transposed_view,
                                 triton_attention_forward,
