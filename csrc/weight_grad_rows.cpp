@@ -1,5 +1,7 @@
 #include "weight_grad_rows.h"
 
+#include <ATen/Dispatch.h>
+
 #include <algorithm>
 
 namespace nrnm {
@@ -8,6 +10,21 @@ namespace {
 // Rows enough for a GEMM near peak; a buffer of at most kBufferBytes unless one add needs more.
 constexpr int64_t kTargetRows = 256;
 constexpr int64_t kBufferBytes = int64_t{1} << 20;
+
+// src (r, c) into rows [at, at + r) of the contiguous buffer (capacity, c). On the CPU a copy
+// per row: an update adds a few rows, and a view and copy_ of them cost ~3 us (TensorIterator).
+void copy_rows(const at::Tensor& src, const at::Tensor& buffer, int64_t at) {
+  const int64_t r = src.size(0), c = src.size(1);
+  if (!src.device().is_cpu() || src.stride(1) != 1 || src.scalar_type() != buffer.scalar_type()) {
+    buffer.narrow(0, at, r).copy_(src);
+    return;
+  }
+  AT_DISPATCH_FLOATING_TYPES(src.scalar_type(), "nrnm_weight_grad_rows", [&] {
+    const scalar_t* from = src.data_ptr<scalar_t>();
+    scalar_t* to = buffer.data_ptr<scalar_t>() + at * c;
+    for (int64_t i = 0; i < r; ++i) std::copy(from + i * src.stride(0), from + i * src.stride(0) + c, to + i * c);
+  });
+}
 
 }  // namespace
 
@@ -25,8 +42,8 @@ void WeightGradRows::add(const at::Tensor& d, const at::Tensor& x) {
   const int64_t capacity = d_rows_.size(0);
   if (used_ + r > capacity) flush();
   if (r > capacity) return accumulate(d, x);
-  d_rows_.narrow(0, used_, r).copy_(d);
-  x_rows_.narrow(0, used_, r).copy_(x);
+  copy_rows(d, d_rows_, used_);
+  copy_rows(x, x_rows_, used_);
   used_ += r;
 }
 

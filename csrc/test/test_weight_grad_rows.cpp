@@ -1,6 +1,6 @@
 // ctest: csrc/weight_grad_rows.h against the direct sum of D^T X per add, float64: row counts
 // that fill the buffer exactly, overflow it mid-way and exceed it in one add; one and three
-// heads; with and without a bias; strided D and X.
+// heads; with and without a bias; strided rows of D and X, and strided columns of X.
 
 #include <ATen/ATen.h>
 
@@ -19,10 +19,14 @@ bool check(int64_t heads, bool with_bias, const std::vector<int64_t>& adds) {
   at::Tensor expected = grad0.clone(), expected_bias = bias0.clone();
   {
     nrnm::WeightGradRows rows(grad, bias, heads);
+    bool transposed = false;
     for (int64_t r : adds) {
-      // column slices of wider matrices: strided rows
+      // column slices of wider matrices: strided rows (copied row by row); x of every other add
+      // transposed: strided columns (copied by ATen)
       const at::Tensor d = at::randn({r, heads * a + 2}, opts).narrow(1, 1, heads * a);
-      const at::Tensor x = at::randn({r, heads * b + 3}, opts).narrow(1, 2, heads * b);
+      const at::Tensor x = transposed ? at::randn({heads * b, r}, opts).t()
+                                      : at::randn({r, heads * b + 3}, opts).narrow(1, 2, heads * b);
+      transposed = !transposed;
       rows.add(d, x);
       for (int64_t h = 0; h < heads; ++h)
         expected.narrow(0, h * a, a).add_(at::mm(d.narrow(1, h * a, a).t(), x.narrow(1, h * b, b)));
