@@ -136,6 +136,17 @@ struct LayerKernels {
   void (*heads_matmul)(const at::Tensor& a, const std::vector<at::Tensor>& b, const std::vector<at::Tensor>& bias,
                        const at::Tensor& out);
 
+  // Optional (null: ATen ops in csrc/memory_update.cpp): the memory update's gated write
+  // M' = sigma(pre_i + gx_i) tanh(Mt) + sigma(pre_f + gx_f) M in one pass
+  // (csrc/cpu/memory_gates.h: pre (u, N, 2H) becomes the gates; gx (u, 2H); mt, memory
+  // (u, N, H); sets tanh_mt, returns M') and its backward (sets d_memory's direct part
+  // (u, N, H), d_mt (u * N, H), d_pre (u, N, 2H) from grad_new (u, N, H)).
+  at::Tensor (*memory_gates_forward)(at::Tensor& pre, const at::Tensor& gx, const at::Tensor& mt,
+                                     const at::Tensor& memory, at::Tensor& tanh_mt);
+  void (*memory_gates_backward)(const at::Tensor& gates, const at::Tensor& tanh_mt, const at::Tensor& memory,
+                                const at::Tensor& grad_new, at::Tensor& d_memory, at::Tensor& d_mt,
+                                at::Tensor& d_pre);
+
   // Adds the valid block rows (u, k, H) to their rows of a time line (k + T, B, H).
   void (*scatter_add_block_rows)(const BlockAttention& a, const at::Tensor& rows, at::Tensor& line);
   // (u, H): the mean of each block's valid rows of a time line (k + T, B, H).

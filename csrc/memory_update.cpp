@@ -53,12 +53,16 @@ UpdateParts forward_parts(const at::Tensor& memory, const BlockAttention& a, con
 
   p.xh = kernels.block_mean(a, lines.emb);
   p.tanh_mem = memory.tanh();
-  p.gates = loop_matmul(kernels, p.tanh_mem.reshape({u * N, H}), wt.w_gm, w.b_g)
-                .view({u, N, 2 * H})
-                .add_(loop_matmul(kernels, p.xh, wt.w_gx).unsqueeze(1))
-                .sigmoid_();
-  p.tanh_mt = p.mt.view({u, N, H}).tanh();
-  p.new_mem = p.gates.narrow(2, 0, H) * p.tanh_mt + p.gates.narrow(2, H, H) * memory;
+  // M' = ig * tanh(Mt) + fg * M, gates = sigma(tanh(M) @ W_gm^T + b_g + xh @ W_gx^T)
+  p.gates = loop_matmul(kernels, p.tanh_mem.reshape({u * N, H}), wt.w_gm, w.b_g).view({u, N, 2 * H});
+  const at::Tensor gx = loop_matmul(kernels, p.xh, wt.w_gx);
+  if (kernels.memory_gates_forward) {
+    p.new_mem = kernels.memory_gates_forward(p.gates, gx, p.mt.view({u, N, H}), memory, p.tanh_mt);
+  } else {
+    p.gates.add_(gx.unsqueeze(1)).sigmoid_();
+    p.tanh_mt = p.mt.view({u, N, H}).tanh();
+    p.new_mem = p.gates.narrow(2, 0, H) * p.tanh_mt + p.gates.narrow(2, H, H) * memory;
+  }
   return p;
 }
 
@@ -117,12 +121,16 @@ at::Tensor memory_update_backward(const at::Tensor& memory, const BlockAttention
                                   BlockLineGrads& d_lines) {
   const UpdateParts p = forward_parts(memory, a, lines, w, wt, kernels);
   const int64_t u = memory.size(0), N = memory.size(1), H = memory.size(2);
-  const at::Tensor ig = p.gates.narrow(2, 0, H), fg = p.gates.narrow(2, H, H);
-
   // M' = ig * tanh(Mt) + fg * M
-  at::Tensor d_mem = grad_new * fg;
-  const at::Tensor d_mt = (grad_new * ig).mul_(1 - p.tanh_mt * p.tanh_mt).reshape({u * N, H});
-  const at::Tensor d_pre = at::cat({grad_new * p.tanh_mt, grad_new * memory}, 2).mul_(p.gates * (1 - p.gates));
+  at::Tensor d_mem, d_mt, d_pre;
+  if (kernels.memory_gates_backward) {
+    kernels.memory_gates_backward(p.gates, p.tanh_mt, memory, grad_new, d_mem, d_mt, d_pre);
+  } else {
+    const at::Tensor ig = p.gates.narrow(2, 0, H), fg = p.gates.narrow(2, H, H);
+    d_mem = grad_new * fg;
+    d_mt = (grad_new * ig).mul_(1 - p.tanh_mt * p.tanh_mt).reshape({u * N, H});
+    d_pre = at::cat({grad_new * p.tanh_mt, grad_new * memory}, 2).mul_(p.gates * (1 - p.gates));
+  }
 
   // gates = sigma(xh @ W_gx^T + tanh(M) @ W_gm^T + b_g)
   const at::Tensor d_pre_rows = d_pre.reshape({u * N, 2 * H});

@@ -9,6 +9,7 @@
 #include "../triton_attention.h"
 #include "cell_rows.h"
 #include "folded_attention.h"
+#include "memory_gates.h"
 #include "small_gemm.h"
 
 namespace nrnm {
@@ -228,6 +229,8 @@ const LayerKernels& cpu_kernels(bool triton_attention) {
                                    folded_attention_forward,
                                    folded_attention_backward,
                                    heads_matmul,
+                                   memory_gates_forward,
+                                   memory_gates_backward,
                                    scatter_add_block_rows,
                                    block_mean};
   static const LayerKernels triton{step_forward,
@@ -241,6 +244,8 @@ const LayerKernels& cpu_kernels(bool triton_attention) {
                                    indexed::gather_block_rows,
                                    nullptr,
                                    nullptr,
+                                   nullptr,
+                                   nullptr,  // the GPU's ATen form of the gated write, tested here
                                    nullptr,
                                    indexed::scatter_add_block_rows,
                                    indexed::block_mean};
