@@ -271,7 +271,10 @@ LayerGrads layer_backward(const at::Tensor& grad_output, const LayerState& grad_
   at::Tensor rx_rows = d_xw.view({T * B, d.G}).narrow(1, 4 * H, NH);
   at::mm_out(rx_rows, x.reshape({T * B, d.D}), w_xr.t());
   at::Tensor dh_rec = at::empty({B, H}, x.options());
-  const at::Tensor active = at::arange(T, lengths.options()).unsqueeze(1) < lengths.unsqueeze(0);  // (T, B)
+  // (T, B): which elements a step updates, for kernels that run the backward's steps one by one
+  const at::Tensor active = kernels.chunk_backward
+                                ? at::Tensor()
+                                : at::arange(T, lengths.options()).unsqueeze(1) < lengths.unsqueeze(0);
 
   // Memory of each element after its last update, walked back through saved.memories.
   const UpdatePlan plan(schedule, steps0, cfg, B, x.options());

@@ -55,21 +55,22 @@ struct StepBackward {
 };
 
 // The steps t0..t1 of a chunk (between memory updates) at once, each a recurrent GEMM and
-// StepForward's math, for kernels that need no per-step views of the sequences.
+// StepForward's math, for kernels that need no per-step views of the sequences. "Step rows":
+// each step's (B, X) rows contiguous; steps may lie apart (a shard's slice of the batch).
 struct ChunkForward {
   int64_t t0, t1;
   int64_t k;                // time-line row k + t holds step t
   bool per_step;            // gates and cells keep a row per step (else every step writes row 0)
   at::Tensor lengths;       // (B,) int64
-  at::Tensor xw;            // (T, B, G) contiguous: columns [0, 4H) of row t are x_t @ W_ih^T
+  at::Tensor xw;            // (T, B, G) step rows: columns [0, 4H) of row t are x_t @ W_ih^T
   at::Tensor w_hh_t;        // (H, 4H) W_hh^T, contiguous
   at::Tensor b_gates;       // (4H,) b_ih + b_hh
-  at::Tensor mc;            // (t1 - t0 + 1, B, H) contiguous: the chunk's memory terms
+  at::Tensor mc;            // (t1 - t0 + 1, B, H) step rows: the chunk's memory terms
   at::Tensor h, c;          // (B, H) state, updated in place
   at::Tensor rec;           // (B, 4H) scratch
-  at::Tensor gates, cells;  // (T or 1, B, 4H), (T or 1, B, H) contiguous, out
-  at::Tensor out;           // (T, B, H) contiguous, out: rows t0..t1
-  at::Tensor h_line;        // (k + T, B, H) contiguous, out: rows k + t0 .. k + t1
+  at::Tensor gates, cells;  // (T or 1, B, 4H), (T or 1, B, H) step rows, out
+  at::Tensor out;           // (T, B, H) step rows, out: rows t0..t1
+  at::Tensor h_line;        // (k + T, B, H) step rows, out: rows k + t0 .. k + t1
 };
 
 // The backward of steps t1 down to t0, each StepBackward's math and dh = da @ W_hh for the
@@ -78,15 +79,15 @@ struct ChunkBackward {
   int64_t t0, t1;
   int64_t k;                // time-line row k + t holds step t
   at::Tensor lengths;       // (B,) int64
-  at::Tensor gates, cells;  // (T, B, 4H), (T, B, H) contiguous, as saved by the forward
+  at::Tensor gates, cells;  // (T, B, 4H), (T, B, H) step rows, as saved by the forward
   at::Tensor c0;            // (B, H) the cell before step 0
-  at::Tensor d_out;         // (T, B, H) contiguous
-  at::Tensor d_h_line;      // (k + T, B, H) contiguous
+  at::Tensor d_out;         // (T, B, H) step rows
+  at::Tensor d_h_line;      // (k + T, B, H) step rows
   at::Tensor w_hh;          // (4H, H) contiguous
   at::Tensor dh, dc;        // (B, H) in: after step t1; out: before step t0
   at::Tensor dh_rec;        // (B, H) scratch
-  at::Tensor d_xw;          // (T, B, G) contiguous, out: columns [0, 4H) of rows t0..t1, 0 where inactive
-  at::Tensor d_mc;          // (t1 - t0 + 1, B, H) contiguous, out: 0 where inactive
+  at::Tensor d_xw;          // (T, B, G) step rows, out: columns [0, 4H) of rows t0..t1, 0 where inactive
+  at::Tensor d_mc;          // (t1 - t0 + 1, B, H) step rows, out: 0 where inactive
 };
 
 struct LayerKernels {

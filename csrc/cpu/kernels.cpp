@@ -143,8 +143,8 @@ void chunk_backward(const ChunkBackward& s) {
     for (int64_t t = s.t1; t >= s.t0; --t) {
       scalar_t* da = d_xw + t * s.d_xw.stride(0);
       backward_rows(t, B, H, len, gates + t * s.gates.stride(0), t > 0 ? cells + (t - 1) * cell_step : c0,
-                    cells + t * cell_step, dh, d_out + t * s.d_out.stride(0), d_h_line + (s.k + t) * s.d_h_line.stride(0),
-                    dc, da, G, d_mc + (t - s.t0) * s.d_mc.stride(0));
+                    cells + t * cell_step, dh, d_out + t * s.d_out.stride(0),
+                    d_h_line + (s.k + t) * s.d_h_line.stride(0), dc, da, G, d_mc + (t - s.t0) * s.d_mc.stride(0));
       if (raw_gemm) {
         small_gemm(B, 4 * H, H, da, G, w_hh, static_cast<const scalar_t*>(nullptr), dh_rec, H);
       } else {
@@ -235,8 +235,8 @@ const LayerKernels& cpu_kernels(bool triton_attention) {
                                    block_mean};
   static const LayerKernels triton{step_forward,
                                    step_backward,
-                                   chunk_forward,
-                                   chunk_backward,
+                                   nullptr,  // the GPU's step-by-step loop, tested here
+                                   nullptr,
                                    loop_matmul,
                                    loop_weight,
                                    triton_attention_forward,
