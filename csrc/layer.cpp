@@ -164,8 +164,7 @@ LayerForward layer_forward(const at::Tensor& x, const at::Tensor& lengths, const
   at::Tensor h = init.h.clone(), c = init.c.clone();
   at::Tensor output = place(given.output, {T, B, H}).zero_();
   at::Tensor rec = at::empty({B, 4 * H}, x.options());
-  // Small GEMMs run up to 2x faster on a row-major right operand than on a transposed view (MKL).
-  const at::Tensor w_hh_t = w.w_hh.t().contiguous();  // (H, 4H)
+  const LoopWeight w_hh_t = kernels.loop_weight(w.w_hh, B);  // (H, 4H)
 
   for (const Chunk& chunk : schedule.chunks) {
     const int64_t t0 = chunk.t0, j = chunk.t1 - chunk.t0 + 1;
@@ -245,6 +244,8 @@ LayerGrads layer_backward(const at::Tensor& grad_output, const LayerState& grad_
 
   const at::Tensor w_xr = w.w_x.narrow(0, 4 * H, NH), b_xr = w.b_x.narrow(0, 4 * H, NH);
   const MemoryWeightsT wt(w, kernels, B, N, d.nh);
+  const MemoryWeights wb(w, kernels, B, N, d.nh);
+  const LoopWeight w_hh = kernels.loop_weight(w.w_hh.t(), B);  // (4H, H)
   BlockLines lines{saved.e_line, saved.h_line, at::Tensor(), at::Tensor()};
   if (kernels.keys_values()) {
     const at::Tensor w_kv = w.w_in.narrow(0, H, 2 * H), b_kv = w.b_in.narrow(0, H, 2 * H);
@@ -291,11 +292,11 @@ LayerGrads layer_backward(const at::Tensor& grad_output, const LayerState& grad_
       const int64_t whole_row = plan.whole_batch_row[update];
       // The updated memory feeds later memory terms directly and through m @ W_mr^T.
       if (whole_row >= 0) {
-        const at::Tensor grad_new = loop_matmul(kernels, d_mr, w.w_mr).view({B, N, H}).add_(d_mem);
+        const at::Tensor grad_new = loop_matmul(kernels, d_mr, wb.w_mr).view({B, N, H}).add_(d_mem);
         w_mr_grad.add(d_mr, mem.view({B, NH}));
         d_mr.zero_();
         const at::Tensor before = memory_rows.narrow(0, whole_row - B, B);
-        d_mem = memory_update_backward(before, a, lines, grad_new, w, wt, kernels, grads.w, update_grads, d_lines);
+        d_mem = memory_update_backward(before, a, lines, grad_new, w, wt, wb, kernels, grads.w, update_grads, d_lines);
         mem.copy_(before);
         mr = loop_matmul(kernels, before.view({B, NH}), wt.w_mr, b_xr);
       } else {
@@ -303,12 +304,12 @@ LayerGrads layer_backward(const at::Tensor& grad_output, const LayerState& grad_
         const int64_t u = idx.size(0);
         const at::Tensor d_mr_u = d_mr.index_select(0, idx);
         const at::Tensor grad_new =
-            d_mem.index_select(0, idx).add_(loop_matmul(kernels, d_mr_u, w.w_mr).view({u, N, H}));
+            d_mem.index_select(0, idx).add_(loop_matmul(kernels, d_mr_u, wb.w_mr).view({u, N, H}));
         w_mr_grad.add(d_mr_u, mem.index_select(0, idx).view({u, NH}));
         d_mr.index_fill_(0, idx, 0);
 
         const at::Tensor before = memory_rows.index_select(0, plan.slots_before[update]);
-        d_mem.index_copy_(0, idx, memory_update_backward(before, a, lines, grad_new, w, wt, kernels, grads.w,
+        d_mem.index_copy_(0, idx, memory_update_backward(before, a, lines, grad_new, w, wt, wb, kernels, grads.w,
                                                          update_grads, d_lines));
         mem.index_copy_(0, idx, before);
         mr.index_copy_(0, idx, loop_matmul(kernels, before.view({u, NH}), wt.w_mr, b_xr));
@@ -317,13 +318,13 @@ LayerGrads layer_backward(const at::Tensor& grad_output, const LayerState& grad_
 
     at::Tensor d_mc = at::empty({j, B, H}, x.options());  // gradient of the chunk's memory term
     if (kernels.chunk_backward) {
-      kernels.chunk_backward({t0, t1, k, lengths, saved.gates, saved.cells, init.c, d_out, d_h_line, w.w_hh, dh, dc,
+      kernels.chunk_backward({t0, t1, k, lengths, saved.gates, saved.cells, init.c, d_out, d_h_line, w_hh, dh, dc,
                               dh_rec, d_xw, d_mc});
     } else {
       for (int64_t t = t1; t >= t0; --t) {
         kernels.step_backward({t, lengths, saved.gates[t], t > 0 ? saved.cells[t - 1] : init.c, saved.cells[t],
                                d_out[t], d_h_line[k + t], dh, dc, d_xw[t], d_mc[t - t0]});
-        kernels.loop_matmul(d_gates[t], w.w_hh, at::Tensor(), dh_rec);
+        kernels.loop_matmul(d_gates[t], w_hh, at::Tensor(), dh_rec);
         // Inactive elements pass dh on: one masked copy (one kernel on a GPU) unless all are active.
         bool all_active = true;
         for (int64_t b = 0; b < B; ++b) all_active = all_active && t < len[b];

@@ -9,6 +9,7 @@
 
 #include <ATen/ATen.h>
 
+#include <utility>
 #include <vector>
 
 namespace nrnm {
@@ -25,6 +26,16 @@ struct BlockAttention {
   at::Tensor n_valid_index;      // (u,) int64: n_valid
   at::Tensor line_rows;          // (u * k,) int64: row (t + 1 + r) * B + elems[i] of a time line viewed ((k + T) * B, H)
   at::Tensor valid_rows;         // (u, k, 1) in the layer's dtype: 1 where block row r exists (r >= k - n_valid[i]), else 0
+};
+
+// A weight as the time loop's GEMMs take it (LayerKernels::loop_weight, made once per layer
+// call): b (K, N), a view or a copy, and, for kernels that pack it for their GEMM (the CPU's:
+// csrc/cpu/small_gemm.h), the same in their layout. A tensor converts to an unpacked one.
+struct LoopWeight {
+  at::Tensor b;       // (K, N)
+  at::Tensor packed;  // (K * N,) b in the kernels' layout, or undefined
+  LoopWeight(at::Tensor b = at::Tensor(), at::Tensor packed = at::Tensor())  // NOLINT: implicit on purpose
+      : b(std::move(b)), packed(std::move(packed)) {}
 };
 
 // One recurrence step of every element (csrc/nrnm_cell.h per unit). Element b is active
@@ -63,7 +74,7 @@ struct ChunkForward {
   bool per_step;            // gates and cells keep a row per step (else every step writes row 0)
   at::Tensor lengths;       // (B,) int64
   at::Tensor xw;            // (T, B, G) step rows: columns [0, 4H) of row t are x_t @ W_ih^T
-  at::Tensor w_hh_t;        // (H, 4H) W_hh^T, contiguous
+  LoopWeight w_hh_t;        // (H, 4H) W_hh^T
   at::Tensor b_gates;       // (4H,) b_ih + b_hh
   at::Tensor mc;            // (t1 - t0 + 1, B, H) step rows: the chunk's memory terms
   at::Tensor h, c;          // (B, H) state, updated in place
@@ -83,7 +94,7 @@ struct ChunkBackward {
   at::Tensor c0;            // (B, H) the cell before step 0
   at::Tensor d_out;         // (T, B, H) step rows
   at::Tensor d_h_line;      // (k + T, B, H) step rows
-  at::Tensor w_hh;          // (4H, H) contiguous
+  LoopWeight w_hh;          // (4H, H) W_hh
   at::Tensor dh, dc;        // (B, H) in: after step t1; out: before step t0
   at::Tensor dh_rec;        // (B, H) scratch
   at::Tensor d_xw;          // (T, B, G) step rows, out: columns [0, 4H) of rows t0..t1, 0 where inactive
@@ -97,12 +108,12 @@ struct LayerKernels {
   void (*chunk_forward)(const ChunkForward& c);
   void (*chunk_backward)(const ChunkBackward& c);
   // The time loop's small GEMMs (per step: B rows; per memory update: u x N or u rows):
-  // out (M, N) = a (M, K) @ b (K, N) + bias (N,) (undefined: no bias). b contiguous; a and
-  // out may be row-strided views.
-  void (*loop_matmul)(const at::Tensor& a, const at::Tensor& b, const at::Tensor& bias, const at::Tensor& out);
-  // w (N, K) as loop_matmul's b (K, N) for products of up to max_rows rows: a transposed
-  // view, or a contiguous copy where loop_matmul is faster with one (made once per layer call).
-  at::Tensor (*loop_weight)(const at::Tensor& w, int64_t max_rows);
+  // out (M, N) = a (M, K) @ b (K, N) + bias (N,) (undefined: no bias). a and out may be
+  // row-strided views.
+  void (*loop_matmul)(const at::Tensor& a, const LoopWeight& b, const at::Tensor& bias, const at::Tensor& out);
+  // w (N, K) as loop_matmul's b = w^T (K, N) for products of up to max_rows rows: a
+  // transposed view, or packed where loop_matmul is faster with it (made once per layer call).
+  LoopWeight (*loop_weight)(const at::Tensor& w, int64_t max_rows);
 
   // The attention of the N memory queries over the N + 2k rows of each block comes in one of
   // two forms; the other form's functions are null (keys_values() tells which).
@@ -134,7 +145,7 @@ struct LayerKernels {
   // The per-head products around it: for each head h, out_h = a_h @ b[h] + bias[h] (no bias
   // where `bias` is empty), where a_h, out_h are the h-th of nh equal column blocks of a
   // (M, nh K) and out (M, nh N), row-strided, and b[h] (K, N) is as loop_matmul's b.
-  void (*heads_matmul)(const at::Tensor& a, const std::vector<at::Tensor>& b, const std::vector<at::Tensor>& bias,
+  void (*heads_matmul)(const at::Tensor& a, const std::vector<LoopWeight>& b, const std::vector<at::Tensor>& bias,
                        const at::Tensor& out);
 
   // Optional (null: ATen ops in csrc/memory_update.cpp): the memory update's gated write
@@ -157,22 +168,22 @@ struct LayerKernels {
 };
 
 // loop_matmul with ATen's GEMM (the CUDA table's; the CPU's where MKL is faster).
-inline void aten_matmul(const at::Tensor& a, const at::Tensor& b, const at::Tensor& bias, const at::Tensor& out) {
+inline void aten_matmul(const at::Tensor& a, const LoopWeight& b, const at::Tensor& bias, const at::Tensor& out) {
   at::Tensor result = out;
   if (bias.defined()) {
-    at::addmm_out(result, bias, a, b);
+    at::addmm_out(result, bias, a, b.b);
   } else {
-    at::mm_out(result, a, b);
+    at::mm_out(result, a, b.b);
   }
 }
 
 // loop_weight as a transposed view (the CUDA table's).
-inline at::Tensor transposed_view(const at::Tensor& w, int64_t /*max_rows*/) { return w.t(); }
+inline LoopWeight transposed_view(const at::Tensor& w, int64_t /*max_rows*/) { return w.t(); }
 
 // a @ b + bias through kernels.loop_matmul, into a new (M, N) tensor.
-inline at::Tensor loop_matmul(const LayerKernels& kernels, const at::Tensor& a, const at::Tensor& b,
+inline at::Tensor loop_matmul(const LayerKernels& kernels, const at::Tensor& a, const LoopWeight& b,
                               const at::Tensor& bias = at::Tensor()) {
-  at::Tensor out = at::empty({a.size(0), b.size(1)}, a.options());
+  at::Tensor out = at::empty({a.size(0), b.b.size(1)}, a.options());
   kernels.loop_matmul(a, b, bias, out);
   return out;
 }

@@ -81,19 +81,32 @@ MemoryWeightsT::MemoryWeightsT(const LayerWeights& w, const LayerKernels& kernel
   if (kernels.keys_values()) {
     w_in = kernels.loop_weight(w.w_in, B * N);
   } else {
-    w_q = kernels.loop_weight(w.w_in.narrow(0, 0, H), B * N);
+    w_q = kernels.loop_weight(in_part(w.w_in, 0), B * N);
     for (int64_t h = 0; h < nh; ++h) {
-      w_k.push_back(w.w_in.narrow(0, H + h * dh, dh));
-      w_v.push_back(w.w_in.narrow(0, 2 * H + h * dh, dh));
-      w_k_t.push_back(kernels.loop_weight(w_k.back(), B * N));
-      w_v_t.push_back(kernels.loop_weight(w_v.back(), B * N));
-      b_v.push_back(w.b_in.narrow(0, 2 * H + h * dh, dh));
+      w_k.push_back(kernels.loop_weight(in_part(w.w_in, 1).narrow(0, h * dh, dh).t(), B * N));
+      w_v_t.push_back(kernels.loop_weight(in_part(w.w_in, 2).narrow(0, h * dh, dh), B * N));
+      b_v.push_back(in_part(w.b_in, 2).narrow(0, h * dh, dh));
     }
   }
   for (auto [out, weight, rows] : {std::tuple{&w_o, &w.w_o, B * N}, std::tuple{&w_1, &w.w_1, B * N},
                                    std::tuple{&w_2, &w.w_2, B * N}, std::tuple{&w_gm, &w.w_gm, B * N},
                                    std::tuple{&w_gx, &w.w_gx, B}, std::tuple{&w_mr, &w.w_mr, B}})
     *out = kernels.loop_weight(*weight, rows);
+}
+
+MemoryWeights::MemoryWeights(const LayerWeights& w, const LayerKernels& kernels, int64_t B, int64_t N, int64_t nh) {
+  const int64_t H = w.w_o.size(0), dh = H / nh;
+  if (!kernels.keys_values()) {
+    w_q = kernels.loop_weight(in_part(w.w_in, 0).t(), B * N);
+    for (int64_t h = 0; h < nh; ++h) {
+      w_k_t.push_back(kernels.loop_weight(in_part(w.w_in, 1).narrow(0, h * dh, dh), B * N));
+      w_v.push_back(kernels.loop_weight(in_part(w.w_in, 2).narrow(0, h * dh, dh).t(), B * N));
+    }
+  }
+  for (auto [out, weight, rows] : {std::tuple{&w_o, &w.w_o, B * N}, std::tuple{&w_1, &w.w_1, B * N},
+                                   std::tuple{&w_2, &w.w_2, B * N}, std::tuple{&w_gm, &w.w_gm, B * N},
+                                   std::tuple{&w_gx, &w.w_gx, B}, std::tuple{&w_mr, &w.w_mr, B}})
+    *out = kernels.loop_weight(weight->t(), rows);
 }
 
 UpdateWeightGrads::UpdateWeightGrads(LayerWeights& grads, int64_t num_heads)
@@ -117,7 +130,7 @@ at::Tensor memory_update_forward(const at::Tensor& memory, const BlockAttention&
 
 at::Tensor memory_update_backward(const at::Tensor& memory, const BlockAttention& a, const BlockLines& lines,
                                   const at::Tensor& grad_new, const LayerWeights& w, const MemoryWeightsT& wt,
-                                  const LayerKernels& kernels, LayerWeights& grads, UpdateWeightGrads& weight_grads,
+                                  const MemoryWeights& wb, const LayerKernels& kernels, LayerWeights& grads, UpdateWeightGrads& weight_grads,
                                   BlockLineGrads& d_lines) {
   const UpdateParts p = forward_parts(memory, a, lines, w, wt, kernels);
   const int64_t u = memory.size(0), N = memory.size(1), H = memory.size(2);
@@ -137,10 +150,10 @@ at::Tensor memory_update_backward(const at::Tensor& memory, const BlockAttention
   weight_grads.gm.add(d_pre_rows, p.tanh_mem.reshape({u * N, H}));
   const at::Tensor d_xh_pre = d_pre.sum(1);  // xh is shared by the N slots
   weight_grads.gx.add(d_xh_pre, p.xh);
-  d_mem.add_(loop_matmul(kernels, d_pre_rows, w.w_gm).view({u, N, H}).mul_(1 - p.tanh_mem * p.tanh_mem));
+  d_mem.add_(loop_matmul(kernels, d_pre_rows, wb.w_gm).view({u, N, H}).mul_(1 - p.tanh_mem * p.tanh_mem));
   // xh is the mean of the valid rows: each gets d_xh / n_valid
   const at::Tensor n_valid = a.n_valid_index.to(grad_new.scalar_type());
-  const at::Tensor d_xh = loop_matmul(kernels, d_xh_pre, w.w_gx).div_(n_valid.unsqueeze(1));
+  const at::Tensor d_xh = loop_matmul(kernels, d_xh_pre, wb.w_gx).div_(n_valid.unsqueeze(1));
   kernels.scatter_add_block_rows(a, d_xh.unsqueeze(1).expand({u, a.k, H}), d_lines.emb);
 
   // Mt = LayerNorm_2(Y1 + relu(Y1 @ W_1^T + b_1) @ W_2^T + b_2)
@@ -150,9 +163,9 @@ at::Tensor memory_update_backward(const at::Tensor& memory, const BlockAttention
   grads.ln2_w.add_(d_ln2_w);
   grads.ln2_b.add_(d_ln2_b);
   weight_grads.w2.add(d_y2_in, p.hid);
-  const at::Tensor d_hid = loop_matmul(kernels, d_y2_in, w.w_2).mul_(p.hid > 0);
+  const at::Tensor d_hid = loop_matmul(kernels, d_y2_in, wb.w_2).mul_(p.hid > 0);
   weight_grads.w1.add(d_hid, p.y1);
-  const at::Tensor d_y1 = loop_matmul(kernels, d_hid, w.w_1).add_(d_y2_in);
+  const at::Tensor d_y1 = loop_matmul(kernels, d_hid, wb.w_1).add_(d_y2_in);
 
   // Y1 = LayerNorm_1(M + A @ W_o^T + b_o)
   at::Tensor d_y1_in, d_ln1_w, d_ln1_b;
@@ -164,7 +177,7 @@ at::Tensor memory_update_backward(const at::Tensor& memory, const BlockAttention
   weight_grads.wo.add(d_y1_in, p.attn);
 
   // attention of the memory queries over the block
-  const at::Tensor d_attn = loop_matmul(kernels, d_y1_in, w.w_o);
+  const at::Tensor d_attn = loop_matmul(kernels, d_y1_in, wb.w_o);
   if (kernels.keys_values()) {
     at::Tensor d_kv_emb, d_kv_hid;  // (u, k, 2H)
     const at::Tensor d_qkv =
@@ -190,15 +203,15 @@ at::Tensor memory_update_backward(const at::Tensor& memory, const BlockAttention
     const int64_t nh = a.num_heads;
     at::Tensor d_mixed = at::empty({u * N, nh, H}, d_attn.options());
     weight_grads.wv.add(d_attn, p.mixed.view({u * N, nh * H}));
-    kernels.heads_matmul(d_attn, wt.w_v, {}, d_mixed.view({u * N, nh * H}));
+    kernels.heads_matmul(d_attn, wb.w_v, {}, d_mixed.view({u * N, nh * H}));
     const at::Tensor d_q_keys = kernels.folded_attention_backward(a, p.q_keys, memory, lines.emb, lines.hid,
                                                                   p.attn_saved, d_mixed, d_mem, d_lines.emb,
                                                                   d_lines.hid);
     weight_grads.wk.add(p.q, d_q_keys.view({u * N, nh * H}));
     at::Tensor d_q = at::empty({u * N, H}, d_attn.options());
-    kernels.heads_matmul(d_q_keys.view({u * N, nh * H}), wt.w_k_t, {}, d_q);
+    kernels.heads_matmul(d_q_keys.view({u * N, nh * H}), wb.w_k_t, {}, d_q);
     weight_grads.wq.add(d_q, p.mem_rows);
-    d_mem.add_(loop_matmul(kernels, d_q, w.w_in.narrow(0, 0, H)).view({u, N, H}));
+    d_mem.add_(loop_matmul(kernels, d_q, wb.w_q).view({u, N, H}));
   }
   return d_mem;
 }

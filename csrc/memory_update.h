@@ -29,25 +29,37 @@ struct BlockLineGrads {
   at::Tensor emb, hid;
 };
 
-// The memory update's weights transposed, (in, out), as LayerKernels::loop_matmul takes them
-// (LayerKernels::loop_weight: views, or copies where the kernels want them); made once per
-// layer call for a batch of B with N memory slots and nh heads of dh. F MLP features.
+// The memory update's weights as the right operands of its products x @ W^T, i.e. W^T (in,
+// out), as LayerKernels::loop_weight makes them (views, or packed copies), once per layer call
+// for a batch of B with N memory slots and nh heads of dh. F MLP features.
 struct MemoryWeightsT {
-  at::Tensor w_in;                // (H, 3H) q | k | v; kernels that read keys and values
-  at::Tensor w_q;                 // (H, H); the folded attention (the others' are undefined)
+  LoopWeight w_in;                // (H, 3H) q | k | v; kernels that read keys and values
+  LoopWeight w_q;                 // (H, H); the folded attention (the others' are undefined)
   // The folded attention's per-head weights (LayerKernels::heads_matmul's b and bias):
-  std::vector<at::Tensor> w_k;    // nh x (dh, H): W_k,h (views of w_in)
-  std::vector<at::Tensor> w_k_t;  // nh x (H, dh): W_k,h^T
-  std::vector<at::Tensor> w_v;    // nh x (dh, H): W_v,h (views of w_in)
-  std::vector<at::Tensor> w_v_t;  // nh x (H, dh): W_v,h^T
+  std::vector<LoopWeight> w_k;    // nh x (dh, H): W_k,h
+  std::vector<LoopWeight> w_v_t;  // nh x (H, dh): W_v,h^T
   std::vector<at::Tensor> b_v;    // nh x (dh,): b_v,h (views of b_in)
-  at::Tensor w_o;   // (H, H)
-  at::Tensor w_1;   // (H, F)
-  at::Tensor w_2;   // (F, H)
-  at::Tensor w_gm;  // (H, 2H)
-  at::Tensor w_gx;  // (H, 2H)
-  at::Tensor w_mr;  // (NH, NH), for m @ W_mr^T after each update
+  LoopWeight w_o;   // (H, H)
+  LoopWeight w_1;   // (H, F)
+  LoopWeight w_2;   // (F, H)
+  LoopWeight w_gm;  // (H, 2H)
+  LoopWeight w_gx;  // (H, 2H)
+  LoopWeight w_mr;  // (NH, NH), for m @ W_mr^T after each update
   MemoryWeightsT(const LayerWeights& w, const LayerKernels& kernels, int64_t B, int64_t N, int64_t nh);
+};
+
+// The same weights untransposed, W (out, in), for the backward's products d @ W.
+struct MemoryWeights {
+  LoopWeight w_q;                 // (H, H) the queries' rows of w_in; the folded attention
+  std::vector<LoopWeight> w_k_t;  // nh x (H, dh): W_k,h^T; the folded attention
+  std::vector<LoopWeight> w_v;    // nh x (dh, H): W_v,h; the folded attention
+  LoopWeight w_o;   // (H, H)
+  LoopWeight w_1;   // (F, H)
+  LoopWeight w_2;   // (H, F)
+  LoopWeight w_gm;  // (2H, H)
+  LoopWeight w_gx;  // (2H, H)
+  LoopWeight w_mr;  // (NH, NH)
+  MemoryWeights(const LayerWeights& w, const LayerKernels& kernels, int64_t B, int64_t N, int64_t nh);
 };
 
 // The memory updates' weight gradients over a whole backward pass, in few GEMMs; flush()
@@ -75,7 +87,7 @@ at::Tensor memory_update_forward(const at::Tensor& memory, const BlockAttention&
 // values path, of w_in and b_in to `grads`). Recomputes the forward pass.
 at::Tensor memory_update_backward(const at::Tensor& memory, const BlockAttention& a, const BlockLines& lines,
                                   const at::Tensor& grad_new, const LayerWeights& w, const MemoryWeightsT& wt,
-                                  const LayerKernels& kernels, LayerWeights& grads, UpdateWeightGrads& weight_grads,
+                                  const MemoryWeights& wb, const LayerKernels& kernels, LayerWeights& grads, UpdateWeightGrads& weight_grads,
                                   BlockLineGrads& d_lines);
 
 }  // namespace nrnm

@@ -78,15 +78,34 @@ void step_backward(const StepBackward& s) {
   });
 }
 
-void loop_matmul(const at::Tensor& a, const at::Tensor& b, const at::Tensor& bias, const at::Tensor& out) {
-  const int64_t M = a.size(0), K = a.size(1), N = b.size(1);
-  const bool small = small_gemm_pays(M) && a.stride(1) == 1 && out.stride(1) == 1 && b.is_contiguous() &&
-                     (!bias.defined() || bias.is_contiguous());
-  if (!small) return aten_matmul(a, b, bias, out);
-  AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "nrnm_loop_matmul", [&] {
-    small_gemm(M, K, N, a.data_ptr<scalar_t>(), a.stride(0), b.data_ptr<scalar_t>(),
-               bias.defined() ? bias.data_ptr<scalar_t>() : nullptr, out.data_ptr<scalar_t>(), out.stride(0));
-  });
+// out (M, N) = a @ b + bias on raw rows (row strides lda, ldo) where b is packed, or is
+// contiguous and small_gemm pays; false where neither holds.
+template <typename T>
+bool raw_matmul(int64_t M, int64_t K, int64_t N, const T* a, int64_t lda, const LoopWeight& b, const T* bias, T* out,
+                int64_t ldo) {
+  if (b.packed.defined()) {
+    TORCH_CHECK(b.packed.numel() == K * N, "nrnm_fast: a packed weight of ", b.packed.numel(), " elements for a (",
+                K, ", ", N, ") product");
+    packed_gemm(M, K, N, a, lda, b.packed.data_ptr<T>(), bias, out, ldo);
+    return true;
+  }
+  if (small_gemm_pays(M) && b.b.is_contiguous()) {
+    small_gemm(M, K, N, a, lda, b.b.data_ptr<T>(), bias, out, ldo);
+    return true;
+  }
+  return false;
+}
+
+void loop_matmul(const at::Tensor& a, const LoopWeight& b, const at::Tensor& bias, const at::Tensor& out) {
+  const int64_t M = a.size(0), K = a.size(1), N = b.b.size(1);
+  bool done = false;
+  if (a.stride(1) == 1 && out.stride(1) == 1 && (!bias.defined() || bias.is_contiguous())) {
+    AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "nrnm_loop_matmul", [&] {
+      done = raw_matmul(M, K, N, a.data_ptr<scalar_t>(), a.stride(0), b,
+                        bias.defined() ? bias.data_ptr<scalar_t>() : nullptr, out.data_ptr<scalar_t>(), out.stride(0));
+    });
+  }
+  if (!done) aten_matmul(a, b, bias, out);
 }
 
 // Steps may lie apart in a (steps, B, X) tensor (a shard's slice of the batch) but each step's
@@ -126,16 +145,14 @@ void chunk_forward(const ChunkForward& s) {
 
 void chunk_backward(const ChunkBackward& s) {
   check_step_rows("chunk_backward", {&s.gates, &s.cells, &s.d_out, &s.d_h_line, &s.d_xw, &s.d_mc});
-  TORCH_CHECK(s.c0.is_contiguous() && s.dh.is_contiguous() && s.dc.is_contiguous() && s.dh_rec.is_contiguous() &&
-                  s.w_hh.is_contiguous(),
-              "nrnm_fast: chunk_backward takes a contiguous state and W_hh");
+  TORCH_CHECK(s.c0.is_contiguous() && s.dh.is_contiguous() && s.dc.is_contiguous() && s.dh_rec.is_contiguous(),
+              "nrnm_fast: chunk_backward takes a contiguous state");
   const int64_t B = s.dh.size(0), H = s.dh.size(1), G = s.d_xw.size(2);
   const int64_t* len = s.lengths.data_ptr<int64_t>();
-  const bool raw_gemm = small_gemm_pays(B);
   AT_DISPATCH_FLOATING_TYPES(s.dh.scalar_type(), "nrnm_chunk_backward", [&] {
     const scalar_t *gates = s.gates.data_ptr<scalar_t>(), *cells = s.cells.data_ptr<scalar_t>(),
                    *c0 = s.c0.data_ptr<scalar_t>(), *d_out = s.d_out.data_ptr<scalar_t>(),
-                   *d_h_line = s.d_h_line.data_ptr<scalar_t>(), *w_hh = s.w_hh.data_ptr<scalar_t>();
+                   *d_h_line = s.d_h_line.data_ptr<scalar_t>();
     scalar_t *dh = s.dh.data_ptr<scalar_t>(), *dc = s.dc.data_ptr<scalar_t>(),
              *dh_rec = s.dh_rec.data_ptr<scalar_t>(), *d_xw = s.d_xw.data_ptr<scalar_t>(),
              *d_mc = s.d_mc.data_ptr<scalar_t>();
@@ -145,11 +162,8 @@ void chunk_backward(const ChunkBackward& s) {
       backward_rows(t, B, H, len, gates + t * s.gates.stride(0), t > 0 ? cells + (t - 1) * cell_step : c0,
                     cells + t * cell_step, dh, d_out + t * s.d_out.stride(0),
                     d_h_line + (s.k + t) * s.d_h_line.stride(0), dc, da, G, d_mc + (t - s.t0) * s.d_mc.stride(0));
-      if (raw_gemm) {
-        small_gemm(B, 4 * H, H, da, G, w_hh, static_cast<const scalar_t*>(nullptr), dh_rec, H);
-      } else {
+      if (!raw_matmul(B, 4 * H, H, da, G, s.w_hh, static_cast<const scalar_t*>(nullptr), dh_rec, H))
         loop_matmul(s.d_xw.select(0, t).narrow(1, 0, 4 * H), s.w_hh, at::Tensor(), s.dh_rec);
-      }
       for (int64_t b = 0; b < B; ++b)  // dh of an inactive element passes on unchanged
         if (t < len[b]) std::copy(dh_rec + b * H, dh_rec + (b + 1) * H, dh + b * H);
     }
@@ -157,29 +171,36 @@ void chunk_backward(const ChunkBackward& s) {
 }
 
 // Each head's product is a few rows by a slice of a weight: views and a dispatch per head cost
-// more than the product where small_gemm runs it, so those run on raw pointers.
-void heads_matmul(const at::Tensor& a, const std::vector<at::Tensor>& b, const std::vector<at::Tensor>& bias,
+// more than the product, so the heads run on raw pointers where they can.
+void heads_matmul(const at::Tensor& a, const std::vector<LoopWeight>& b, const std::vector<at::Tensor>& bias,
                   const at::Tensor& out) {
   const int64_t nh = static_cast<int64_t>(b.size()), M = a.size(0), K = a.size(1) / nh, N = out.size(1) / nh;
-  bool raw = small_gemm_pays(M) && a.stride(1) == 1 && out.stride(1) == 1;
-  for (int64_t h = 0; h < nh; ++h)
-    raw = raw && b[h].is_contiguous() && (bias.empty() || bias[h].is_contiguous());
-  if (!raw) {
-    for (int64_t h = 0; h < nh; ++h)
-      loop_matmul(a.narrow(1, h * K, K), b[h], bias.empty() ? at::Tensor() : bias[h], out.narrow(1, h * N, N));
-    return;
+  bool raw = a.stride(1) == 1 && out.stride(1) == 1;
+  for (int64_t h = 0; h < nh; ++h) raw = raw && (bias.empty() || bias[h].is_contiguous());
+  std::vector<bool> done(nh, false);
+  if (raw) {
+    AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "nrnm_heads_matmul", [&] {
+      const scalar_t* pa = a.data_ptr<scalar_t>();
+      scalar_t* po = out.data_ptr<scalar_t>();
+      for (int64_t h = 0; h < nh; ++h)
+        done[h] = raw_matmul(M, K, N, pa + h * K, a.stride(0), b[h],
+                             bias.empty() ? nullptr : bias[h].data_ptr<scalar_t>(), po + h * N, out.stride(0));
+    });
   }
-  AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "nrnm_heads_matmul", [&] {
-    const scalar_t* pa = a.data_ptr<scalar_t>();
-    scalar_t* po = out.data_ptr<scalar_t>();
-    for (int64_t h = 0; h < nh; ++h)
-      small_gemm(M, K, N, pa + h * K, a.stride(0), b[h].data_ptr<scalar_t>(),
-                 bias.empty() ? nullptr : bias[h].data_ptr<scalar_t>(), po + h * N, out.stride(0));
-  });
+  for (int64_t h = 0; h < nh; ++h)
+    if (!done[h])
+      loop_matmul(a.narrow(1, h * K, K), b[h], bias.empty() ? at::Tensor() : bias[h], out.narrow(1, h * N, N));
 }
 
-at::Tensor loop_weight(const at::Tensor& w, int64_t max_rows) {
-  return small_gemm_pays(max_rows) ? w.t().contiguous() : w.t();
+LoopWeight loop_weight(const at::Tensor& w, int64_t max_rows) {
+  const at::Tensor b = w.t();
+  if (!packed_gemm_pays(max_rows)) return b;
+  const int64_t K = b.size(0), N = b.size(1);
+  at::Tensor packed = at::empty({K * N}, w.options());
+  AT_DISPATCH_FLOATING_TYPES(w.scalar_type(), "nrnm_loop_weight", [&] {
+    pack_panels(K, N, b.data_ptr<scalar_t>(), b.stride(0), b.stride(1), packed.data_ptr<scalar_t>());
+  });
+  return {b, packed};
 }
 
 at::Tensor block_mean(const BlockAttention& a, const at::Tensor& emb) {

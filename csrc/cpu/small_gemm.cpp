@@ -2,79 +2,162 @@
 
 #include <algorithm>
 
-// Compiled for AVX2 + FMA and baseline x86-64, picked at load time (as csrc/cpu/cell_rows.cpp).
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define NRNM_GEMM_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
-#else
-#define NRNM_GEMM_CLONES
-#endif
+#include "target_clones.h"
 
 namespace nrnm {
 namespace {
 
-// Columns n0 .. n0 + NB - 1 of C for M rows: M x NB accumulators stay in registers while
-// each row k of B is read once (AVX2: 12 of the 16 vector registers for M = 4, NB = 3 vectors).
-template <typename T, int M, int NB>
-__attribute__((always_inline)) inline void column_block(int64_t K, int64_t N, const T* __restrict A, int64_t lda,
-                                                         const T* __restrict B, const T* __restrict bias,
-                                                         T* __restrict C, int64_t ldc, int64_t n0) {
-  T acc[M][NB];
-  for (int m = 0; m < M; ++m) {
+// Where B's columns [n0, n0 + NB) are: row k of them at at(n0) + k * ldb(n0), and the next
+// NB columns panel_stride further.
+template <typename T>
+struct RowMajor {
+  const T* B;
+  int64_t N;
+  const T* at(int64_t n0) const { return B + n0; }
+  int64_t ldb(int64_t) const { return N; }
+  int64_t panel_stride() const { return panel_width<T>(); }
+};
+
+template <typename T>
+struct Panels {
+  const T* P;
+  int64_t K, N;
+  static constexpr int64_t W = panel_width<T>();
+  int64_t full_columns() const { return N / W * W; }
+  const T* at(int64_t n0) const { return P + (n0 / W) * W * K + n0 % W; }
+  int64_t ldb(int64_t n0) const { return n0 < full_columns() ? W : N - full_columns(); }
+  int64_t panel_stride() const { return W * K; }
+};
+
+// C[:, n0 : n0 + NP NB] of M rows: NP panels of NB columns, M x NP x NB accumulators in
+// registers while each row k of B is read once.
+template <typename T, int M, int NB, int NP, typename Layout>
+NRNM_ALWAYS_INLINE void column_block(int64_t K, const T* __restrict A, int64_t lda, const Layout& layout,
+                                            int64_t n0, const T* __restrict bias, T* __restrict C, int64_t ldc) {
+  const T* __restrict B = layout.at(n0);
+  const int64_t ldb = layout.ldb(n0), panel_stride = layout.panel_stride();
+  T acc[M][NP][NB];
+  for (int m = 0; m < M; ++m)
+    for (int p = 0; p < NP; ++p) {
 #pragma omp simd
-    for (int j = 0; j < NB; ++j) acc[m][j] = bias ? bias[n0 + j] : T(0);
-  }
+      for (int j = 0; j < NB; ++j) acc[m][p][j] = bias ? bias[n0 + p * NB + j] : T(0);
+    }
   for (int64_t k = 0; k < K; ++k) {
-    const T* b = B + k * N + n0;
-    for (int m = 0; m < M; ++m) {
-      const T a = A[m * lda + k];
+    for (int p = 0; p < NP; ++p) {
+      const T* b = B + p * panel_stride + k * ldb;
+      for (int m = 0; m < M; ++m) {
+        const T a = A[m * lda + k];
 #pragma omp simd
-      for (int j = 0; j < NB; ++j) acc[m][j] += a * b[j];
+        for (int j = 0; j < NB; ++j) acc[m][p][j] += a * b[j];
+      }
     }
   }
-  for (int m = 0; m < M; ++m) {
+  for (int m = 0; m < M; ++m)
+    for (int p = 0; p < NP; ++p) {
 #pragma omp simd
-    for (int j = 0; j < NB; ++j) C[m * ldc + n0 + j] = acc[m][j];
-  }
+      for (int j = 0; j < NB; ++j) C[m * ldc + n0 + p * NB + j] = acc[m][p][j];
+    }
 }
 
-// M <= 4 rows: column blocks of three vectors' width, then one vector's, then single columns.
-template <typename T, int M>
-__attribute__((always_inline)) inline void rows(int64_t K, int64_t N, const T* A, int64_t lda, const T* B,
-                                                const T* bias, T* C, int64_t ldc) {
-  constexpr int kVector = 32 / sizeof(T);  // one AVX2 register
-  constexpr int NB = (M <= 2 ? 6 : 3) * kVector;
-  int64_t n0 = 0;
-  for (; n0 + NB <= N; n0 += NB) column_block<T, M, NB>(K, N, A, lda, B, bias, C, ldc, n0);
-  for (; n0 + kVector <= N; n0 += kVector) column_block<T, M, kVector>(K, N, A, lda, B, bias, C, ldc, n0);
-  for (; n0 < N; ++n0) column_block<T, M, 1>(K, N, A, lda, B, bias, C, ldc, n0);
+// Columns [n0, N) of M <= 4 rows: blocks of two panels' width for one or two rows (too few
+// accumulators otherwise to keep the FMA units busy), then of one panel, one vector, one column.
+template <typename T, int M, typename Layout>
+NRNM_ALWAYS_INLINE void row_block(int64_t K, int64_t N, const T* A, int64_t lda, const Layout& layout,
+                                         int64_t n0, const T* bias, T* C, int64_t ldc) {
+  constexpr int W = panel_width<T>(), V = W / 3, NP = M <= 2 ? 2 : 1;
+  if constexpr (NP > 1) {
+    for (; n0 + NP * W <= N; n0 += NP * W)
+      column_block<T, M, W, NP>(K, A, lda, layout, n0, bias, C, ldc);
+  }
+  for (; n0 + W <= N; n0 += W) column_block<T, M, W, 1>(K, A, lda, layout, n0, bias, C, ldc);
+  for (; n0 + V <= N; n0 += V) column_block<T, M, V, 1>(K, A, lda, layout, n0, bias, C, ldc);
+  for (; n0 < N; ++n0) column_block<T, M, 1, 1>(K, A, lda, layout, n0, bias, C, ldc);
+}
+
+// Columns [n0, N) of rows [m0, min(m0 + 4, M)).
+template <typename T, typename Layout>
+NRNM_ALWAYS_INLINE void rows_from(int64_t m0, int64_t M, int64_t K, int64_t N, const T* A, int64_t lda,
+                                         const Layout& layout, int64_t n0, const T* bias, T* C, int64_t ldc) {
+  const T* a = A + m0 * lda;
+  T* c = C + m0 * ldc;
+  switch (std::min<int64_t>(4, M - m0)) {
+    case 4: row_block<T, 4>(K, N, a, lda, layout, n0, bias, c, ldc); break;
+    case 3: row_block<T, 3>(K, N, a, lda, layout, n0, bias, c, ldc); break;
+    case 2: row_block<T, 2>(K, N, a, lda, layout, n0, bias, c, ldc); break;
+    default: row_block<T, 1>(K, N, a, lda, layout, n0, bias, c, ldc); break;
+  }
 }
 
 template <typename T>
-__attribute__((always_inline)) inline void small_gemm_impl(int64_t M, int64_t K, int64_t N, const T* A,
-                                                           int64_t lda, const T* B, const T* bias, T* C,
-                                                           int64_t ldc) {
-  for (int64_t m0 = 0; m0 < M; m0 += 4) {  // blocks of 4 rows: 8 rows would not fit the registers
-    const T* a = A + m0 * lda;
-    T* c = C + m0 * ldc;
-    switch (std::min<int64_t>(4, M - m0)) {
-      case 4: rows<T, 4>(K, N, a, lda, B, bias, c, ldc); break;
-      case 3: rows<T, 3>(K, N, a, lda, B, bias, c, ldc); break;
-      case 2: rows<T, 2>(K, N, a, lda, B, bias, c, ldc); break;
-      default: rows<T, 1>(K, N, a, lda, B, bias, c, ldc); break;
-    }
+NRNM_ALWAYS_INLINE void small_gemm_impl(int64_t M, int64_t K, int64_t N, const T* A, int64_t lda,
+                                               const T* B, const T* bias, T* C, int64_t ldc) {
+  const RowMajor<T> layout{B, N};
+  for (int64_t m0 = 0; m0 < M; m0 += 4) rows_from(m0, M, K, N, A, lda, layout, 0, bias, C, ldc);
+}
+
+// Panel by panel, every block of rows while the panel is in L1; one or two rows go as one
+// block over all columns (row_block pairs their panels).
+template <typename T>
+NRNM_ALWAYS_INLINE void packed_gemm_impl(int64_t M, int64_t K, int64_t N, const T* A, int64_t lda,
+                                                const T* P, const T* bias, T* C, int64_t ldc) {
+  const Panels<T> layout{P, K, N};
+  constexpr int64_t W = panel_width<T>();
+  int64_t n0 = 0;
+  if (M > 2) {
+    for (; n0 + W <= N; n0 += W)
+      for (int64_t m0 = 0; m0 < M; m0 += 4) {
+        const T* a = A + m0 * lda;
+        T* c = C + m0 * ldc;
+        switch (std::min<int64_t>(4, M - m0)) {
+          case 4: column_block<T, 4, W, 1>(K, a, lda, layout, n0, bias, c, ldc); break;
+          case 3: column_block<T, 3, W, 1>(K, a, lda, layout, n0, bias, c, ldc); break;
+          case 2: column_block<T, 2, W, 1>(K, a, lda, layout, n0, bias, c, ldc); break;
+          default: column_block<T, 1, W, 1>(K, a, lda, layout, n0, bias, c, ldc); break;
+        }
+      }
+  }
+  if (n0 < N)
+    for (int64_t m0 = 0; m0 < M; m0 += 4) rows_from(m0, M, K, N, A, lda, layout, n0, bias, C, ldc);
+}
+
+template <typename T>
+void pack_panels_impl(int64_t K, int64_t N, const T* B, int64_t stride_k, int64_t stride_n, T* P) {
+  constexpr int64_t W = panel_width<T>();
+  for (int64_t n0 = 0; n0 < N; n0 += W) {
+    const int64_t width = std::min(W, N - n0);
+    for (int64_t k = 0; k < K; ++k)
+      for (int64_t j = 0; j < width; ++j) *P++ = B[k * stride_k + (n0 + j) * stride_n];
   }
 }
 
 }  // namespace
 
-NRNM_GEMM_CLONES void small_gemm(int64_t M, int64_t K, int64_t N, const float* A, int64_t lda, const float* B,
-                                 const float* bias, float* C, int64_t ldc) {
+NRNM_CPU_CLONES void small_gemm(int64_t M, int64_t K, int64_t N, const float* A, int64_t lda, const float* B,
+                                const float* bias, float* C, int64_t ldc) {
   small_gemm_impl(M, K, N, A, lda, B, bias, C, ldc);
 }
 
-NRNM_GEMM_CLONES void small_gemm(int64_t M, int64_t K, int64_t N, const double* A, int64_t lda, const double* B,
-                                 const double* bias, double* C, int64_t ldc) {
+NRNM_CPU_CLONES void small_gemm(int64_t M, int64_t K, int64_t N, const double* A, int64_t lda, const double* B,
+                                const double* bias, double* C, int64_t ldc) {
   small_gemm_impl(M, K, N, A, lda, B, bias, C, ldc);
+}
+
+NRNM_CPU_CLONES void packed_gemm(int64_t M, int64_t K, int64_t N, const float* A, int64_t lda, const float* P,
+                                 const float* bias, float* C, int64_t ldc) {
+  packed_gemm_impl(M, K, N, A, lda, P, bias, C, ldc);
+}
+
+NRNM_CPU_CLONES void packed_gemm(int64_t M, int64_t K, int64_t N, const double* A, int64_t lda, const double* P,
+                                 const double* bias, double* C, int64_t ldc) {
+  packed_gemm_impl(M, K, N, A, lda, P, bias, C, ldc);
+}
+
+void pack_panels(int64_t K, int64_t N, const float* B, int64_t stride_k, int64_t stride_n, float* P) {
+  pack_panels_impl(K, N, B, stride_k, stride_n, P);
+}
+
+void pack_panels(int64_t K, int64_t N, const double* B, int64_t stride_k, int64_t stride_n, double* P) {
+  pack_panels_impl(K, N, B, stride_k, stride_n, P);
 }
 
 }  // namespace nrnm

@@ -1,25 +1,52 @@
-// C = A B (+ bias) for A of a few rows: the per-step GEMMs of a batch shard of a few
-// elements. MKL runs these far below a core's peak (4 x 128 x 512: 21 us through
-// at::addmm_out on the EPYC dev machine, 8 us here); a register-blocked loop over blocks of
-// 4 rows that streams B without packing it is faster while B stays in cache (docs/cpu.md).
+// C = A B (+ bias) for the time loop's GEMMs: a few to a few dozen rows of A against a weight
+// B that every step or memory update reads again. A register-blocked loop over blocks of 4
+// rows keeps 4 x 24 floats of C in registers while it streams B.
 //
-// Shapes: A (M, K) with row stride lda; B (K, N) row-major, contiguous; bias (N,) or null;
-// C (M, N) with row stride ldc, overwritten. Any M >= 1; faster than MKL where
-// small_gemm_pays(M).
+// B comes in one of two layouts:
+// - row-major (K, N), contiguous (small_gemm): fast while B stays in L2; used up to 8 rows for
+//   weights made on the fly (MKL: 4 x 128 x 512 takes 21 us through at::addmm_out on the EPYC
+//   dev machine, this loop 8 us);
+// - packed into column panels (packed_gemm, made once per layer call by pack_panels): panel p
+//   holds columns [p W, p W + W) of every row k contiguously, W = panel_width<T>() (the last
+//   panel may be narrower and holds what is left), so B streams sequentially and each panel
+//   stays in L1 while every block of 4 rows reads it.
+//
+// Shapes: A (M, K) with row stride lda; bias (N,) or null; C (M, N) with row stride ldc,
+// overwritten. Any M >= 1.
 #pragma once
 
 #include <cstdint>
 
 namespace nrnm {
 
-// Up to 8 rows (two blocks): measured 1.2-2.6x faster than at::addmm_out there. At 16 rows
-// each block reads B once more: 1.3-1.5x alone with a 256 KiB B, but no faster in the layer's
-// step loop, and 0.7-0.8x with a 1 MB B.
+// Up to 8 rows (two blocks) the row-major loop beats at::addmm_out by 1.2-2.6x; at 16 rows each
+// block reads B once more (0.7-0.8x with a 1 MB B).
 inline bool small_gemm_pays(int64_t M) { return M >= 1 && M <= 8; }
 
 void small_gemm(int64_t M, int64_t K, int64_t N, const float* A, int64_t lda, const float* B, const float* bias,
                 float* C, int64_t ldc);
 void small_gemm(int64_t M, int64_t K, int64_t N, const double* A, int64_t lda, const double* B, const double* bias,
                 double* C, int64_t ldc);
+
+// Packing a weight pays where a layer call multiplies at most 16 rows by it: 1.2-4x MKL's sgemm
+// from 1 to 16 rows on the dev machine. At 32 rows it was 1.1-1.3x alone but no faster in the
+// layer, and the copies (two of most weights in a backward, per batch shard) would take the
+// memory that the larger shapes' budget does not have (docs/cpu.md).
+inline bool packed_gemm_pays(int64_t max_rows) { return max_rows >= 1 && max_rows <= 16; }
+
+// Columns per panel: three AVX2 registers.
+template <typename T>
+constexpr int64_t panel_width() {
+  return 3 * 32 / static_cast<int64_t>(sizeof(T));
+}
+
+// P (K * N,) = B (K, N) in panels; B's element (k, n) at B[k * stride_k + n * stride_n].
+void pack_panels(int64_t K, int64_t N, const float* B, int64_t stride_k, int64_t stride_n, float* P);
+void pack_panels(int64_t K, int64_t N, const double* B, int64_t stride_k, int64_t stride_n, double* P);
+
+void packed_gemm(int64_t M, int64_t K, int64_t N, const float* A, int64_t lda, const float* P, const float* bias,
+                 float* C, int64_t ldc);
+void packed_gemm(int64_t M, int64_t K, int64_t N, const double* A, int64_t lda, const double* P,
+                 const double* bias, double* C, int64_t ldc);
 
 }  // namespace nrnm

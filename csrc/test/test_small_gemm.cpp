@@ -1,5 +1,6 @@
-// ctest: csrc/cpu/small_gemm.h against at::mm, float and double: every row count 1..17, column
-// counts around the kernel's block widths, strided A and C, with and without a bias.
+// ctest: csrc/cpu/small_gemm.h against at::mm, float and double, both layouts of B (row-major,
+// and packed from a row-major or a transposed B): every row count 1..17, column counts around
+// the kernel's block and panel widths, strided A and C, with and without a bias.
 
 #include <ATen/ATen.h>
 
@@ -10,22 +11,31 @@
 namespace {
 
 template <typename T>
-bool check(at::ScalarType dtype, double tol) {
+bool check(at::ScalarType dtype, double tol, int layout) {
   bool ok = true;
   at::manual_seed(0);
   const at::TensorOptions opts = at::TensorOptions().dtype(dtype);
   for (int64_t M = 1; M <= 17; ++M)
     for (int64_t K : {1, 7, 128})
-      for (int64_t N : {1, 7, 8, 9, 23, 24, 25, 47, 48, 49, 130})
+      for (int64_t N : {1, 7, 8, 9, 23, 24, 25, 47, 48, 49, 50, 71, 72, 73, 130})
         for (bool with_bias : {false, true}) {
           // A and C are column slices of wider matrices: row strides K + 3 and N + 5.
           const at::Tensor A = at::randn({M, K + 3}, opts).narrow(1, 1, K);
-          const at::Tensor B = at::randn({K, N}, opts);
+          // layout 0: row-major; 1: packed from row-major; 2: packed from B = W^T, W (N, K) row-major
+          const at::Tensor B = layout == 2 ? at::randn({N, K}, opts).t() : at::randn({K, N}, opts);
           const at::Tensor bias = at::randn({N}, opts);
           at::Tensor C_wide = at::full({M, N + 5}, 7.0, opts);
           at::Tensor C = C_wide.narrow(1, 2, N);
-          nrnm::small_gemm(M, K, N, A.data_ptr<T>(), A.stride(0), B.data_ptr<T>(),
-                           with_bias ? bias.data_ptr<T>() : nullptr, C.data_ptr<T>(), C.stride(0));
+          const T* b = with_bias ? bias.data_ptr<T>() : nullptr;
+          if (layout == 0) {
+            nrnm::small_gemm(M, K, N, A.data_ptr<T>(), A.stride(0), B.data_ptr<T>(), b, C.data_ptr<T>(),
+                             C.stride(0));
+          } else {
+            at::Tensor P = at::empty({K * N}, opts);
+            nrnm::pack_panels(K, N, B.data_ptr<T>(), B.stride(0), B.stride(1), P.data_ptr<T>());
+            nrnm::packed_gemm(M, K, N, A.data_ptr<T>(), A.stride(0), P.data_ptr<T>(), b, C.data_ptr<T>(),
+                              C.stride(0));
+          }
           at::Tensor expected = at::mm(A.to(at::kDouble), B.to(at::kDouble));
           if (with_bias) expected += bias.to(at::kDouble);
           const double err = (C.to(at::kDouble) - expected).abs().max().item<double>() /
@@ -34,8 +44,8 @@ bool check(at::ScalarType dtype, double tol) {
           const bool kept = (C_wide.narrow(1, 0, 2) == 7.0).all().item<bool>() &&
                             (C_wide.narrow(1, N + 2, 3) == 7.0).all().item<bool>();
           if (!(err <= tol) || !kept) {
-            std::printf("FAIL %s M=%lld K=%lld N=%lld bias=%d: error %.3e, outside columns kept %d\n",
-                        at::toString(dtype), (long long)M, (long long)K, (long long)N, (int)with_bias, err,
+            std::printf("FAIL %s layout %d M=%lld K=%lld N=%lld bias=%d: error %.3e, outside columns kept %d\n",
+                        at::toString(dtype), layout, (long long)M, (long long)K, (long long)N, (int)with_bias, err,
                         (int)kept);
             ok = false;
           }
@@ -46,7 +56,8 @@ bool check(at::ScalarType dtype, double tol) {
 }  // namespace
 
 int main() {
-  const bool ok = check<float>(at::kFloat, 1e-5) && check<double>(at::kDouble, 1e-13);
+  bool ok = true;
+  for (int layout : {0, 1, 2}) ok = check<float>(at::kFloat, 1e-5, layout) && check<double>(at::kDouble, 1e-13, layout) && ok;
   std::printf("%s\n", ok ? "small_gemm matches at::mm" : "small_gemm differs from at::mm");
   return ok ? 0 : 1;
 }
