@@ -101,6 +101,31 @@ struct ChunkBackward {
   at::Tensor d_mc;          // (t1 - t0 + 1, B, H) step rows, out: 0 where inactive
 };
 
+// The memory update's row-wise chain after the attention, on its R = u x N memory rows
+// (docs/spec.md): y1_in = attn W_o^T + b_o + M, y1 = LayerNorm_1(y1_in),
+// hid = relu(y1 W_1^T + b_1), y2_in = hid W_2^T + b_2 + y1, Mt = LayerNorm_2(y2_in).
+struct RowChain {
+  at::Tensor y1_in, y1, y2_in, mt;  // (R, H)
+  at::Tensor hid;                   // (R, F) after the relu
+  at::Tensor mean1, rstd1, mean2, rstd2;  // (R, 1) the LayerNorms' statistics
+};
+
+// Its weights: the forward's products take b = W^T (W_o^T (H, H), W_1^T (H, F), W_2^T (F, H)),
+// the backward's d @ W take b = W (W_o, W_1, W_2).
+struct RowChainWeights {
+  LoopWeight w_o, w_1, w_2;
+  at::Tensor b_o, b_1, b_2;               // (H,), (F,), (H,)
+  at::Tensor ln1_w, ln1_b, ln2_w, ln2_b;  // (H,)
+};
+
+// The chain's gradients given d_mt (R, H): of y2_in (R, H), hid (R, F, the relu's mask
+// applied), y1_in (R, H) and attn (R, H); the LayerNorms' weight and bias gradients (H,) are
+// added to ln1_w .. ln2_b.
+struct RowChainGrads {
+  at::Tensor d_y2_in, d_hid, d_y1_in, d_attn;
+  at::Tensor ln1_w, ln1_b, ln2_w, ln2_b;
+};
+
 struct LayerKernels {
   void (*step_forward)(const StepForward& s);
   void (*step_backward)(const StepBackward& s);
@@ -158,6 +183,13 @@ struct LayerKernels {
   void (*memory_gates_backward)(const at::Tensor& gates, const at::Tensor& tanh_mt, const at::Tensor& memory,
                                 const at::Tensor& grad_new, at::Tensor& d_memory, at::Tensor& d_mt,
                                 at::Tensor& d_pre);
+
+  // Optional (null: ATen ops in csrc/memory_update.cpp): the row-wise chain in one call each
+  // way (csrc/cpu/row_chain.h). attn, memory_rows (R, H).
+  void (*row_chain_forward)(const at::Tensor& attn, const at::Tensor& memory_rows, const RowChainWeights& w,
+                            RowChain& out);
+  void (*row_chain_backward)(const RowChain& f, const at::Tensor& d_mt, const RowChainWeights& w,
+                             RowChainGrads& grads);
 
   // Adds the valid block rows (u, k, H) to their rows of a time line (k + T, B, H).
   void (*scatter_add_block_rows)(const BlockAttention& a, const at::Tensor& rows, at::Tensor& line);

@@ -17,9 +17,7 @@ struct UpdateParts {
   at::Tensor mixed;                // (u*N, nh, H) probability-weighted block rows (folded attention)
   at::Tensor attn_saved;           // what the attention kernel keeps for its backward
   at::Tensor attn;                 // (u*N, H) heads concatenated
-  at::Tensor y1_in, y1, mean1, rstd1;
-  at::Tensor hid;                  // (u*N, F) after the relu
-  at::Tensor y2_in, mt, mean2, rstd2;
+  RowChain chain;                  // through W_o, LayerNorm_1, the MLP and LayerNorm_2 to mt
   at::Tensor xh;                   // (u, H) mean of the valid embeddings
   at::Tensor tanh_mem;             // (u, N, H)
   at::Tensor gates;                // (u, N, 2H) input gate | forget gate
@@ -45,11 +43,16 @@ UpdateParts forward_parts(const at::Tensor& memory, const BlockAttention& a, con
     kernels.heads_matmul(p.mixed.view({u * N, nh * H}), wt.w_v_t, wt.b_v, p.attn);
   }
 
-  p.y1_in = loop_matmul(kernels, p.attn, wt.w_o, w.b_o).add_(p.mem_rows);
-  std::tie(p.y1, p.mean1, p.rstd1) = at::native_layer_norm(p.y1_in, {H}, w.ln1_w, w.ln1_b, kLayerNormEps);
-  p.hid = loop_matmul(kernels, p.y1, wt.w_1, w.b_1).relu_();
-  p.y2_in = loop_matmul(kernels, p.hid, wt.w_2, w.b_2).add_(p.y1);
-  std::tie(p.mt, p.mean2, p.rstd2) = at::native_layer_norm(p.y2_in, {H}, w.ln2_w, w.ln2_b, kLayerNormEps);
+  RowChain& c = p.chain;
+  if (kernels.row_chain_forward) {
+    kernels.row_chain_forward(p.attn, p.mem_rows, wt.chain, c);
+  } else {
+    c.y1_in = loop_matmul(kernels, p.attn, wt.chain.w_o, w.b_o).add_(p.mem_rows);
+    std::tie(c.y1, c.mean1, c.rstd1) = at::native_layer_norm(c.y1_in, {H}, w.ln1_w, w.ln1_b, kLayerNormEps);
+    c.hid = loop_matmul(kernels, c.y1, wt.chain.w_1, w.b_1).relu_();
+    c.y2_in = loop_matmul(kernels, c.hid, wt.chain.w_2, w.b_2).add_(c.y1);
+    std::tie(c.mt, c.mean2, c.rstd2) = at::native_layer_norm(c.y2_in, {H}, w.ln2_w, w.ln2_b, kLayerNormEps);
+  }
 
   p.xh = kernels.block_mean(a, lines.emb);
   p.tanh_mem = memory.tanh();
@@ -57,10 +60,10 @@ UpdateParts forward_parts(const at::Tensor& memory, const BlockAttention& a, con
   p.gates = loop_matmul(kernels, p.tanh_mem.reshape({u * N, H}), wt.w_gm, w.b_g).view({u, N, 2 * H});
   const at::Tensor gx = loop_matmul(kernels, p.xh, wt.w_gx);
   if (kernels.memory_gates_forward) {
-    p.new_mem = kernels.memory_gates_forward(p.gates, gx, p.mt.view({u, N, H}), memory, p.tanh_mt);
+    p.new_mem = kernels.memory_gates_forward(p.gates, gx, c.mt.view({u, N, H}), memory, p.tanh_mt);
   } else {
     p.gates.add_(gx.unsqueeze(1)).sigmoid_();
-    p.tanh_mt = p.mt.view({u, N, H}).tanh();
+    p.tanh_mt = c.mt.view({u, N, H}).tanh();
     p.new_mem = p.gates.narrow(2, 0, H) * p.tanh_mt + p.gates.narrow(2, H, H) * memory;
   }
   return p;
@@ -88,9 +91,10 @@ MemoryWeightsT::MemoryWeightsT(const LayerWeights& w, const LayerKernels& kernel
       b_v.push_back(in_part(w.b_in, 2).narrow(0, h * dh, dh));
     }
   }
-  for (auto [out, weight, rows] : {std::tuple{&w_o, &w.w_o, B * N}, std::tuple{&w_1, &w.w_1, B * N},
-                                   std::tuple{&w_2, &w.w_2, B * N}, std::tuple{&w_gm, &w.w_gm, B * N},
-                                   std::tuple{&w_gx, &w.w_gx, B}, std::tuple{&w_mr, &w.w_mr, B}})
+  chain = {kernels.loop_weight(w.w_o, B * N), kernels.loop_weight(w.w_1, B * N), kernels.loop_weight(w.w_2, B * N),
+           w.b_o, w.b_1, w.b_2, w.ln1_w, w.ln1_b, w.ln2_w, w.ln2_b};
+  for (auto [out, weight, rows] : {std::tuple{&w_gm, &w.w_gm, B * N}, std::tuple{&w_gx, &w.w_gx, B},
+                                   std::tuple{&w_mr, &w.w_mr, B}})
     *out = kernels.loop_weight(*weight, rows);
 }
 
@@ -103,9 +107,18 @@ MemoryWeights::MemoryWeights(const LayerWeights& w, const LayerKernels& kernels,
       w_v.push_back(kernels.loop_weight(in_part(w.w_in, 2).narrow(0, h * dh, dh).t(), B * N));
     }
   }
-  for (auto [out, weight, rows] : {std::tuple{&w_o, &w.w_o, B * N}, std::tuple{&w_1, &w.w_1, B * N},
-                                   std::tuple{&w_2, &w.w_2, B * N}, std::tuple{&w_gm, &w.w_gm, B * N},
-                                   std::tuple{&w_gx, &w.w_gx, B}, std::tuple{&w_mr, &w.w_mr, B}})
+  chain = {kernels.loop_weight(w.w_o.t(), B * N),
+           kernels.loop_weight(w.w_1.t(), B * N),
+           kernels.loop_weight(w.w_2.t(), B * N),
+           at::Tensor(),
+           at::Tensor(),
+           at::Tensor(),
+           w.ln1_w,
+           w.ln1_b,
+           w.ln2_w,
+           w.ln2_b};
+  for (auto [out, weight, rows] : {std::tuple{&w_gm, &w.w_gm, B * N}, std::tuple{&w_gx, &w.w_gx, B},
+                                   std::tuple{&w_mr, &w.w_mr, B}})
     *out = kernels.loop_weight(weight->t(), rows);
 }
 
@@ -156,28 +169,33 @@ at::Tensor memory_update_backward(const at::Tensor& memory, const BlockAttention
   const at::Tensor d_xh = loop_matmul(kernels, d_xh_pre, wb.w_gx).div_(n_valid.unsqueeze(1));
   kernels.scatter_add_block_rows(a, d_xh.unsqueeze(1).expand({u, a.k, H}), d_lines.emb);
 
-  // Mt = LayerNorm_2(Y1 + relu(Y1 @ W_1^T + b_1) @ W_2^T + b_2)
-  at::Tensor d_y2_in, d_ln2_w, d_ln2_b;
-  std::tie(d_y2_in, d_ln2_w, d_ln2_b) = at::native_layer_norm_backward(
-      d_mt, p.y2_in, {H}, p.mean2, p.rstd2, w.ln2_w, w.ln2_b, {true, true, true});
-  grads.ln2_w.add_(d_ln2_w);
-  grads.ln2_b.add_(d_ln2_b);
-  weight_grads.w2.add(d_y2_in, p.hid);
-  const at::Tensor d_hid = loop_matmul(kernels, d_y2_in, wb.w_2).mul_(p.hid > 0);
-  weight_grads.w1.add(d_hid, p.y1);
-  const at::Tensor d_y1 = loop_matmul(kernels, d_hid, wb.w_1).add_(d_y2_in);
-
-  // Y1 = LayerNorm_1(M + A @ W_o^T + b_o)
-  at::Tensor d_y1_in, d_ln1_w, d_ln1_b;
-  std::tie(d_y1_in, d_ln1_w, d_ln1_b) = at::native_layer_norm_backward(
-      d_y1, p.y1_in, {H}, p.mean1, p.rstd1, w.ln1_w, w.ln1_b, {true, true, true});
-  grads.ln1_w.add_(d_ln1_w);
-  grads.ln1_b.add_(d_ln1_b);
-  d_mem.add_(d_y1_in.view({u, N, H}));
-  weight_grads.wo.add(d_y1_in, p.attn);
+  // Mt = LayerNorm_2(Y1 + relu(Y1 @ W_1^T + b_1) @ W_2^T + b_2), Y1 = LayerNorm_1(M + A @ W_o^T + b_o)
+  const RowChain& c = p.chain;
+  RowChainGrads g;
+  g.ln1_w = grads.ln1_w, g.ln1_b = grads.ln1_b, g.ln2_w = grads.ln2_w, g.ln2_b = grads.ln2_b;
+  if (kernels.row_chain_backward) {
+    kernels.row_chain_backward(c, d_mt, wb.chain, g);
+  } else {
+    at::Tensor d_ln_w, d_ln_b;
+    std::tie(g.d_y2_in, d_ln_w, d_ln_b) = at::native_layer_norm_backward(d_mt, c.y2_in, {H}, c.mean2, c.rstd2,
+                                                                         w.ln2_w, w.ln2_b, {true, true, true});
+    g.ln2_w.add_(d_ln_w);
+    g.ln2_b.add_(d_ln_b);
+    g.d_hid = loop_matmul(kernels, g.d_y2_in, wb.chain.w_2).mul_(c.hid > 0);
+    const at::Tensor d_y1 = loop_matmul(kernels, g.d_hid, wb.chain.w_1).add_(g.d_y2_in);
+    std::tie(g.d_y1_in, d_ln_w, d_ln_b) = at::native_layer_norm_backward(d_y1, c.y1_in, {H}, c.mean1, c.rstd1,
+                                                                         w.ln1_w, w.ln1_b, {true, true, true});
+    g.ln1_w.add_(d_ln_w);
+    g.ln1_b.add_(d_ln_b);
+    g.d_attn = loop_matmul(kernels, g.d_y1_in, wb.chain.w_o);
+  }
+  weight_grads.w2.add(g.d_y2_in, c.hid);
+  weight_grads.w1.add(g.d_hid, c.y1);
+  weight_grads.wo.add(g.d_y1_in, p.attn);
+  d_mem.add_(g.d_y1_in.view({u, N, H}));
 
   // attention of the memory queries over the block
-  const at::Tensor d_attn = loop_matmul(kernels, d_y1_in, wb.w_o);
+  const at::Tensor& d_attn = g.d_attn;
   if (kernels.keys_values()) {
     at::Tensor d_kv_emb, d_kv_hid;  // (u, k, 2H)
     const at::Tensor d_qkv =

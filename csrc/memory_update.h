@@ -39,9 +39,7 @@ struct MemoryWeightsT {
   std::vector<LoopWeight> w_k;    // nh x (dh, H): W_k,h
   std::vector<LoopWeight> w_v_t;  // nh x (H, dh): W_v,h^T
   std::vector<at::Tensor> b_v;    // nh x (dh,): b_v,h (views of b_in)
-  LoopWeight w_o;   // (H, H)
-  LoopWeight w_1;   // (H, F)
-  LoopWeight w_2;   // (F, H)
+  RowChainWeights chain;  // W_o^T, W_1^T, W_2^T with the chain's biases and LayerNorms
   LoopWeight w_gm;  // (H, 2H)
   LoopWeight w_gx;  // (H, 2H)
   LoopWeight w_mr;  // (NH, NH), for m @ W_mr^T after each update
@@ -53,9 +51,7 @@ struct MemoryWeights {
   LoopWeight w_q;                 // (H, H) the queries' rows of w_in; the folded attention
   std::vector<LoopWeight> w_k_t;  // nh x (H, dh): W_k,h^T; the folded attention
   std::vector<LoopWeight> w_v;    // nh x (dh, H): W_v,h; the folded attention
-  LoopWeight w_o;   // (H, H)
-  LoopWeight w_1;   // (F, H)
-  LoopWeight w_2;   // (H, F)
+  RowChainWeights chain;  // W_o, W_1, W_2 with the LayerNorms' weights (no biases)
   LoopWeight w_gm;  // (2H, H)
   LoopWeight w_gx;  // (2H, H)
   LoopWeight w_mr;  // (NH, NH)

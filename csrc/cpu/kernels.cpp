@@ -9,10 +9,24 @@
 #include "../triton_attention.h"
 #include "cell_rows.h"
 #include "folded_attention.h"
+#include "loop_matmul.h"
 #include "memory_gates.h"
-#include "small_gemm.h"
+#include "row_chain.h"
 
 namespace nrnm {
+
+void cpu_loop_matmul(const at::Tensor& a, const LoopWeight& b, const at::Tensor& bias, const at::Tensor& out) {
+  const int64_t M = a.size(0), K = a.size(1), N = b.b.size(1);
+  bool done = false;
+  if (a.stride(1) == 1 && out.stride(1) == 1 && (!bias.defined() || bias.is_contiguous())) {
+    AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "nrnm_loop_matmul", [&] {
+      done = raw_matmul(M, K, N, a.data_ptr<scalar_t>(), a.stride(0), b,
+                        bias.defined() ? bias.data_ptr<scalar_t>() : nullptr, out.data_ptr<scalar_t>(), out.stride(0));
+    });
+  }
+  if (!done) aten_matmul(a, b, bias, out);
+}
+
 namespace {
 
 // Element-wise work on fewer units than this per thread costs more in threading than it saves.
@@ -78,36 +92,6 @@ void step_backward(const StepBackward& s) {
   });
 }
 
-// out (M, N) = a @ b + bias on raw rows (row strides lda, ldo) where b is packed, or is
-// contiguous and small_gemm pays; false where neither holds.
-template <typename T>
-bool raw_matmul(int64_t M, int64_t K, int64_t N, const T* a, int64_t lda, const LoopWeight& b, const T* bias, T* out,
-                int64_t ldo) {
-  if (b.packed.defined()) {
-    TORCH_CHECK(b.packed.numel() == K * N, "nrnm_fast: a packed weight of ", b.packed.numel(), " elements for a (",
-                K, ", ", N, ") product");
-    packed_gemm(M, K, N, a, lda, b.packed.data_ptr<T>(), bias, out, ldo);
-    return true;
-  }
-  if (small_gemm_pays(M) && b.b.is_contiguous()) {
-    small_gemm(M, K, N, a, lda, b.b.data_ptr<T>(), bias, out, ldo);
-    return true;
-  }
-  return false;
-}
-
-void loop_matmul(const at::Tensor& a, const LoopWeight& b, const at::Tensor& bias, const at::Tensor& out) {
-  const int64_t M = a.size(0), K = a.size(1), N = b.b.size(1);
-  bool done = false;
-  if (a.stride(1) == 1 && out.stride(1) == 1 && (!bias.defined() || bias.is_contiguous())) {
-    AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "nrnm_loop_matmul", [&] {
-      done = raw_matmul(M, K, N, a.data_ptr<scalar_t>(), a.stride(0), b,
-                        bias.defined() ? bias.data_ptr<scalar_t>() : nullptr, out.data_ptr<scalar_t>(), out.stride(0));
-    });
-  }
-  if (!done) aten_matmul(a, b, bias, out);
-}
-
 // Steps may lie apart in a (steps, B, X) tensor (a shard's slice of the batch) but each step's
 // (B, X) rows must be contiguous: the row loops index them as b * X.
 void check_step_rows(const char* what, std::initializer_list<const at::Tensor*> ts) {
@@ -134,7 +118,7 @@ void chunk_forward(const ChunkForward& s) {
              *cells = s.cells.data_ptr<scalar_t>(), *out = s.out.data_ptr<scalar_t>(),
              *h_line = s.h_line.data_ptr<scalar_t>();
     for (int64_t t = s.t0; t <= s.t1; ++t) {
-      loop_matmul(s.h, s.w_hh_t, s.b_gates, s.rec);
+      cpu_loop_matmul(s.h, s.w_hh_t, s.b_gates, s.rec);
       const int64_t row = s.per_step ? t : 0;
       forward_rows(t, B, H, len, xw + t * s.xw.stride(0), G, rec, mc + (t - s.t0) * s.mc.stride(0), h, c,
                    gates + row * s.gates.stride(0), cells + row * s.cells.stride(0), out + t * s.out.stride(0),
@@ -163,7 +147,7 @@ void chunk_backward(const ChunkBackward& s) {
                     cells + t * cell_step, dh, d_out + t * s.d_out.stride(0),
                     d_h_line + (s.k + t) * s.d_h_line.stride(0), dc, da, G, d_mc + (t - s.t0) * s.d_mc.stride(0));
       if (!raw_matmul(B, 4 * H, H, da, G, s.w_hh, static_cast<const scalar_t*>(nullptr), dh_rec, H))
-        loop_matmul(s.d_xw.select(0, t).narrow(1, 0, 4 * H), s.w_hh, at::Tensor(), s.dh_rec);
+        cpu_loop_matmul(s.d_xw.select(0, t).narrow(1, 0, 4 * H), s.w_hh, at::Tensor(), s.dh_rec);
       for (int64_t b = 0; b < B; ++b)  // dh of an inactive element passes on unchanged
         if (t < len[b]) std::copy(dh_rec + b * H, dh_rec + (b + 1) * H, dh + b * H);
     }
@@ -189,7 +173,7 @@ void heads_matmul(const at::Tensor& a, const std::vector<LoopWeight>& b, const s
   }
   for (int64_t h = 0; h < nh; ++h)
     if (!done[h])
-      loop_matmul(a.narrow(1, h * K, K), b[h], bias.empty() ? at::Tensor() : bias[h], out.narrow(1, h * N, N));
+      cpu_loop_matmul(a.narrow(1, h * K, K), b[h], bias.empty() ? at::Tensor() : bias[h], out.narrow(1, h * N, N));
 }
 
 LoopWeight loop_weight(const at::Tensor& w, int64_t max_rows) {
@@ -242,7 +226,7 @@ const LayerKernels& cpu_kernels(bool triton_attention) {
                                    step_backward,
                                    chunk_forward,
                                    chunk_backward,
-                                   loop_matmul,
+                                   cpu_loop_matmul,
                                    loop_weight,
                                    nullptr,
                                    nullptr,
@@ -252,13 +236,15 @@ const LayerKernels& cpu_kernels(bool triton_attention) {
                                    heads_matmul,
                                    memory_gates_forward,
                                    memory_gates_backward,
+                                   row_chain_forward,
+                                   row_chain_backward,
                                    scatter_add_block_rows,
                                    block_mean};
   static const LayerKernels triton{step_forward,
                                    step_backward,
                                    nullptr,  // the GPU's step-by-step loop, tested here
                                    nullptr,
-                                   loop_matmul,
+                                   cpu_loop_matmul,
                                    loop_weight,
                                    triton_attention_forward,
                                    triton_attention_backward,
@@ -266,7 +252,9 @@ const LayerKernels& cpu_kernels(bool triton_attention) {
                                    nullptr,
                                    nullptr,
                                    nullptr,
-                                   nullptr,  // the GPU's ATen form of the gated write, tested here
+                                   nullptr,  // the GPU's ATen forms of the gated write and the row chain, tested here
+                                   nullptr,
+                                   nullptr,
                                    nullptr,
                                    indexed::scatter_add_block_rows,
                                    indexed::block_mean};
