@@ -165,12 +165,18 @@ LayerForward layer_forward(const at::Tensor& x, const at::Tensor& lengths, const
   at::Tensor output = place(given.output, {T, B, H}).zero_();
   at::Tensor rec = at::empty({B, 4 * H}, x.options());
   const LoopWeight w_hh_t = kernels.loop_weight(w.w_hh, B);  // (H, 4H)
+  const LoopWeight w_mc_t = kernels.loop_weight(w.w_mc, d.s * B);  // (NH, H)
 
   for (const Chunk& chunk : schedule.chunks) {
     const int64_t t0 = chunk.t0, j = chunk.t1 - chunk.t0 + 1;
     // (r * m) @ W_mc^T for the whole chunk: r depends on x and m only.
-    const at::Tensor rm = rx.narrow(0, t0, j).add(mr).sigmoid_().mul_(mem.view({1, B, NH}));
-    const at::Tensor mc = at::mm(rm.view({j * B, NH}), w.w_mc.t()).view({j, B, H});
+    at::Tensor mc;
+    if (kernels.memory_term_forward) {
+      mc = kernels.memory_term_forward(rx.narrow(0, t0, j), mr, mem.view({B, NH}), w_mc_t);
+    } else {
+      const at::Tensor rm = rx.narrow(0, t0, j).add(mr).sigmoid_().mul_(mem.view({1, B, NH}));
+      mc = at::mm(rm.view({j * B, NH}), w.w_mc.t()).view({j, B, H});
+    }
     if (kernels.chunk_forward) {
       kernels.chunk_forward({t0, chunk.t1, k, for_backward, lengths, xw, w_hh_t, b_gates, mc, h, c, rec,
                              saved.gates, saved.cells, output, saved.h_line});
@@ -246,6 +252,7 @@ LayerGrads layer_backward(const at::Tensor& grad_output, const LayerState& grad_
   const MemoryWeightsT wt(w, kernels, B, N, d.nh);
   const MemoryWeights wb(w, kernels, B, N, d.nh);
   const LoopWeight w_hh = kernels.loop_weight(w.w_hh.t(), B);  // (4H, H)
+  const LoopWeight w_mc = kernels.loop_weight(w.w_mc.t(), d.s * B);  // (H, NH)
   BlockLines lines{saved.e_line, saved.h_line, at::Tensor(), at::Tensor()};
   if (kernels.keys_values()) {
     const at::Tensor w_kv = w.w_in.narrow(0, H, 2 * H), b_kv = w.b_in.narrow(0, H, 2 * H);
@@ -337,15 +344,20 @@ LayerGrads layer_backward(const at::Tensor& grad_output, const LayerState& grad_
     }
 
     // The chunk's memory term (r * m) @ W_mc^T with r = sigma(x W_xr^T + b_r + m W_mr^T).
-    const at::Tensor m = mem.view({1, B, NH});
     at::Tensor d_rx_chunk = d_rx.narrow(0, t0, j);
-    const at::Tensor r = d_rx_chunk.add(mr).sigmoid_();
     const at::Tensor d_mc_rows = d_mc.view({j * B, H});
-    w_mc_grad.add(d_mc_rows, (r * m).view({j * B, NH}));
-    const at::Tensor d_rm = at::mm(d_mc_rows, w.w_mc).view({j, B, NH});
-    at::mul_out(d_rx_chunk, d_rm * m, r * (1 - r));
-    d_mem.add_((d_rm * r).sum(0).view({B, N, H}));
-    d_mr.add_(d_rx_chunk.sum(0));
+    if (kernels.memory_term_backward) {
+      w_mc_grad.add(d_mc_rows, kernels.memory_term_backward(d_mc, d_rx_chunk, mr, mem.view({B, NH}), w_mc,
+                                                            d_mem.view({B, NH}), d_mr));
+    } else {
+      const at::Tensor m = mem.view({1, B, NH});
+      const at::Tensor r = d_rx_chunk.add(mr).sigmoid_();
+      w_mc_grad.add(d_mc_rows, (r * m).view({j * B, NH}));
+      const at::Tensor d_rm = at::mm(d_mc_rows, w.w_mc).view({j, B, NH});
+      at::mul_out(d_rx_chunk, d_rm * m, r * (1 - r));
+      d_mem.add_((d_rm * r).sum(0).view({B, N, H}));
+      d_mr.add_(d_rx_chunk.sum(0));
+    }
   }
 
   lines = BlockLines();  // recomputed keys and values, if any, are not needed any more

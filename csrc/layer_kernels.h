@@ -191,6 +191,15 @@ struct LayerKernels {
   void (*row_chain_backward)(const RowChain& f, const at::Tensor& d_mt, const RowChainWeights& w,
                              RowChainGrads& grads);
 
+  // Optional (null: ATen ops in csrc/layer.cpp): a chunk's memory term (r * m) W_mc^T,
+  // r = sigma(rx + mr), and its backward, one call each (csrc/cpu/memory_term.h: rx (j, B, NH)
+  // step rows, mr and m (B, NH); w_mc_t = W_mc^T, w_mc = W_mc as loop_weight makes them).
+  at::Tensor (*memory_term_forward)(const at::Tensor& rx, const at::Tensor& mr, const at::Tensor& m,
+                                    const LoopWeight& w_mc_t);
+  at::Tensor (*memory_term_backward)(const at::Tensor& d_mc, const at::Tensor& rx, const at::Tensor& mr,
+                                     const at::Tensor& m, const LoopWeight& w_mc, const at::Tensor& d_m,
+                                     const at::Tensor& d_mr);
+
   // Adds the valid block rows (u, k, H) to their rows of a time line (k + T, B, H).
   void (*scatter_add_block_rows)(const BlockAttention& a, const at::Tensor& rows, at::Tensor& line);
   // (u, H): the mean of each block's valid rows of a time line (k + T, B, H).

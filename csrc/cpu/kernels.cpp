@@ -11,6 +11,7 @@
 #include "folded_attention.h"
 #include "loop_matmul.h"
 #include "memory_gates.h"
+#include "memory_term.h"
 #include "row_chain.h"
 
 namespace nrnm {
@@ -238,6 +239,8 @@ const LayerKernels& cpu_kernels(bool triton_attention) {
                                    memory_gates_backward,
                                    row_chain_forward,
                                    row_chain_backward,
+                                   memory_term_forward,
+                                   memory_term_backward,
                                    scatter_add_block_rows,
                                    block_mean};
   static const LayerKernels triton{step_forward,
@@ -252,7 +255,9 @@ const LayerKernels& cpu_kernels(bool triton_attention) {
                                    nullptr,
                                    nullptr,
                                    nullptr,
-                                   nullptr,  // the GPU's ATen forms of the gated write and the row chain, tested here
+                                   nullptr,  // the GPU's ATen forms of the gated write, the row chain and
+                                   nullptr,  // the memory term, tested here
+                                   nullptr,
                                    nullptr,
                                    nullptr,
                                    nullptr,

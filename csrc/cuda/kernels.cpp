@@ -91,6 +91,8 @@ const LayerKernels kCudaKernels{step_forward,
                                 nullptr,
                                 nullptr,
                                 nullptr,
+                                nullptr,
+                                nullptr,
                                 indexed::scatter_add_block_rows,
                                 indexed::block_mean};
 
