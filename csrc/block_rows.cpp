@@ -19,5 +19,10 @@ at::Tensor block_mean(const BlockAttention& a, const at::Tensor& line) {
   return (gather_block_rows(a, line) * a.valid_rows).sum(1).div_(n_valid);
 }
 
+void block_mean_backward(const BlockAttention& a, const at::Tensor& d_mean, at::Tensor& d_line) {
+  const at::Tensor n_valid = a.n_valid_index.unsqueeze(1).to(d_mean.scalar_type());
+  scatter_add_block_rows(a, (d_mean / n_valid).unsqueeze(1).expand({-1, a.k, -1}), d_line);
+}
+
 }  // namespace indexed
 }  // namespace nrnm

@@ -16,6 +16,8 @@ at::Tensor gather_block_rows(const BlockAttention& a, const at::Tensor& line);
 void scatter_add_block_rows(const BlockAttention& a, const at::Tensor& rows, at::Tensor& line);
 // (u, H): the mean of each block's valid rows of a time line (k + T, B, H).
 at::Tensor block_mean(const BlockAttention& a, const at::Tensor& line);
+// Its backward: adds d_mean (u, H) / n_valid to each valid block row of d_line (k + T, B, H).
+void block_mean_backward(const BlockAttention& a, const at::Tensor& d_mean, at::Tensor& d_line);
 
 }  // namespace indexed
 }  // namespace nrnm

@@ -176,13 +176,15 @@ struct LayerKernels {
   // Optional (null: ATen ops in csrc/memory_update.cpp): the memory update's gated write
   // M' = sigma(pre_i + gx_i) tanh(Mt) + sigma(pre_f + gx_f) M in one pass
   // (csrc/cpu/memory_gates.h: pre (u, N, 2H) becomes the gates; gx (u, 2H); mt, memory
-  // (u, N, H); sets tanh_mt, returns M') and its backward (sets d_memory's direct part
-  // (u, N, H), d_mt (u * N, H), d_pre (u, N, 2H) from grad_new (u, N, H)).
+  // (u, N, H); sets tanh_mt, returns M') and its backward through the gates' input
+  // pre = tanh(M) W_gm^T + b_g too (w_gm = W_gm as loop_weight makes it; sets d_memory
+  // (u, N, H), the gradient of M through the write and through tanh(M), d_mt (u * N, H),
+  // d_pre (u, N, 2H) and d_xh_pre (u, 2H), d_pre summed over an element's slots).
   at::Tensor (*memory_gates_forward)(at::Tensor& pre, const at::Tensor& gx, const at::Tensor& mt,
                                      const at::Tensor& memory, at::Tensor& tanh_mt);
   void (*memory_gates_backward)(const at::Tensor& gates, const at::Tensor& tanh_mt, const at::Tensor& memory,
-                                const at::Tensor& grad_new, at::Tensor& d_memory, at::Tensor& d_mt,
-                                at::Tensor& d_pre);
+                                const at::Tensor& tanh_memory, const at::Tensor& grad_new, const LoopWeight& w_gm,
+                                at::Tensor& d_memory, at::Tensor& d_mt, at::Tensor& d_pre, at::Tensor& d_xh_pre);
 
   // Optional (null: ATen ops in csrc/memory_update.cpp): the row-wise chain in one call each
   // way (csrc/cpu/row_chain.h). attn, memory_rows (R, H).
@@ -204,6 +206,8 @@ struct LayerKernels {
   void (*scatter_add_block_rows)(const BlockAttention& a, const at::Tensor& rows, at::Tensor& line);
   // (u, H): the mean of each block's valid rows of a time line (k + T, B, H).
   at::Tensor (*block_mean)(const BlockAttention& a, const at::Tensor& line);
+  // Its backward: adds d_mean (u, H) / n_valid to each valid block row of d_line (k + T, B, H).
+  void (*block_mean_backward)(const BlockAttention& a, const at::Tensor& d_mean, at::Tensor& d_line);
 
   bool keys_values() const { return attention_forward != nullptr; }
 };

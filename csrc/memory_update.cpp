@@ -147,27 +147,25 @@ at::Tensor memory_update_backward(const at::Tensor& memory, const BlockAttention
                                   BlockLineGrads& d_lines) {
   const UpdateParts p = forward_parts(memory, a, lines, w, wt, kernels);
   const int64_t u = memory.size(0), N = memory.size(1), H = memory.size(2);
-  // M' = ig * tanh(Mt) + fg * M
-  at::Tensor d_mem, d_mt, d_pre;
+  // M' = ig * tanh(Mt) + fg * M, gates = sigma(xh @ W_gx^T + tanh(M) @ W_gm^T + b_g)
+  at::Tensor d_mem, d_mt, d_pre, d_xh_pre;
   if (kernels.memory_gates_backward) {
-    kernels.memory_gates_backward(p.gates, p.tanh_mt, memory, grad_new, d_mem, d_mt, d_pre);
+    kernels.memory_gates_backward(p.gates, p.tanh_mt, memory, p.tanh_mem, grad_new, wb.w_gm, d_mem, d_mt, d_pre,
+                                  d_xh_pre);
   } else {
     const at::Tensor ig = p.gates.narrow(2, 0, H), fg = p.gates.narrow(2, H, H);
     d_mem = grad_new * fg;
     d_mt = (grad_new * ig).mul_(1 - p.tanh_mt * p.tanh_mt).reshape({u * N, H});
     d_pre = at::cat({grad_new * p.tanh_mt, grad_new * memory}, 2).mul_(p.gates * (1 - p.gates));
+    d_xh_pre = d_pre.sum(1);  // xh is shared by the N slots
+    d_mem.add_(loop_matmul(kernels, d_pre.view({u * N, 2 * H}), wb.w_gm)
+                   .view({u, N, H})
+                   .mul_(1 - p.tanh_mem * p.tanh_mem));
   }
-
-  // gates = sigma(xh @ W_gx^T + tanh(M) @ W_gm^T + b_g)
-  const at::Tensor d_pre_rows = d_pre.reshape({u * N, 2 * H});
-  weight_grads.gm.add(d_pre_rows, p.tanh_mem.reshape({u * N, H}));
-  const at::Tensor d_xh_pre = d_pre.sum(1);  // xh is shared by the N slots
+  weight_grads.gm.add(d_pre.view({u * N, 2 * H}), p.tanh_mem.view({u * N, H}));
   weight_grads.gx.add(d_xh_pre, p.xh);
-  d_mem.add_(loop_matmul(kernels, d_pre_rows, wb.w_gm).view({u, N, H}).mul_(1 - p.tanh_mem * p.tanh_mem));
-  // xh is the mean of the valid rows: each gets d_xh / n_valid
-  const at::Tensor n_valid = a.n_valid_index.to(grad_new.scalar_type());
-  const at::Tensor d_xh = loop_matmul(kernels, d_xh_pre, wb.w_gx).div_(n_valid.unsqueeze(1));
-  kernels.scatter_add_block_rows(a, d_xh.unsqueeze(1).expand({u, a.k, H}), d_lines.emb);
+  // xh is the mean of the block's valid embedding rows
+  kernels.block_mean_backward(a, loop_matmul(kernels, d_xh_pre, wb.w_gx), d_lines.emb);
 
   // Mt = LayerNorm_2(Y1 + relu(Y1 @ W_1^T + b_1) @ W_2^T + b_2), Y1 = LayerNorm_1(M + A @ W_o^T + b_o)
   const RowChain& c = p.chain;

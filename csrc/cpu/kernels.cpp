@@ -205,6 +205,23 @@ at::Tensor block_mean(const BlockAttention& a, const at::Tensor& emb) {
   return xh;
 }
 
+void block_mean_backward(const BlockAttention& a, const at::Tensor& d_mean, at::Tensor& d_line) {
+  const int64_t u = static_cast<int64_t>(a.elems.size()), B = d_line.size(1), H = d_line.size(2), k = a.k;
+  const at::Tensor d = d_mean.contiguous();
+  AT_DISPATCH_FLOATING_TYPES(d_line.scalar_type(), "nrnm_block_mean_backward", [&] {
+    const scalar_t* src = d.data_ptr<scalar_t>();
+    scalar_t* dst = d_line.data_ptr<scalar_t>();
+    for (int64_t i = 0; i < u; ++i) {
+      const scalar_t* g = src + i * H;
+      const scalar_t n = static_cast<scalar_t>(a.n_valid[i]);
+      for (int64_t r = k - a.n_valid[i]; r < k; ++r) {
+        scalar_t* row = dst + ((a.t + 1 + r) * B + a.elems[i]) * H;
+        for (int64_t c = 0; c < H; ++c) row[c] += g[c] / n;
+      }
+    }
+  });
+}
+
 void scatter_add_block_rows(const BlockAttention& a, const at::Tensor& rows, at::Tensor& line) {
   const int64_t u = static_cast<int64_t>(a.elems.size()), B = line.size(1), H = line.size(2), k = a.k;
   const at::Tensor src_rows = rows.contiguous();
@@ -242,7 +259,8 @@ const LayerKernels& cpu_kernels(bool triton_attention) {
                                    memory_term_forward,
                                    memory_term_backward,
                                    scatter_add_block_rows,
-                                   block_mean};
+                                   block_mean,
+                                   block_mean_backward};
   static const LayerKernels triton{step_forward,
                                    step_backward,
                                    nullptr,  // the GPU's step-by-step loop, tested here
@@ -262,7 +280,8 @@ const LayerKernels& cpu_kernels(bool triton_attention) {
                                    nullptr,
                                    nullptr,
                                    indexed::scatter_add_block_rows,
-                                   indexed::block_mean};
+                                   indexed::block_mean,
+                                   indexed::block_mean_backward};
   return triton_attention ? triton : native;
 }
 

@@ -3,6 +3,7 @@
 #include <ATen/Dispatch.h>
 
 #include "../nrnm_cell.h"
+#include "loop_matmul.h"
 #include "target_clones.h"
 
 namespace nrnm {
@@ -81,21 +82,30 @@ at::Tensor memory_gates_forward(at::Tensor& pre, const at::Tensor& gx, const at:
 }
 
 void memory_gates_backward(const at::Tensor& gates, const at::Tensor& tanh_mt, const at::Tensor& memory,
-                           const at::Tensor& grad_new, at::Tensor& d_memory, at::Tensor& d_mt, at::Tensor& d_pre) {
+                           const at::Tensor& tanh_memory, const at::Tensor& grad_new, const LoopWeight& w_gm,
+                           at::Tensor& d_memory, at::Tensor& d_mt, at::Tensor& d_pre, at::Tensor& d_xh_pre) {
   const int64_t u = memory.size(0), N = memory.size(1), H = memory.size(2);
-  TORCH_CHECK(gates.is_contiguous() && tanh_mt.is_contiguous(),
-              "nrnm_fast: memory_gates_backward takes the contiguous gates and tanh(Mt) of the forward");
+  TORCH_CHECK(gates.is_contiguous() && tanh_mt.is_contiguous() && tanh_memory.is_contiguous(),
+              "nrnm_fast: memory_gates_backward takes the contiguous gates, tanh(Mt) and tanh(M) of the forward");
   const at::Tensor m = memory.contiguous(), g = grad_new.contiguous();
   d_memory = at::empty_like(m);
   d_mt = at::empty({u * N, H}, m.options());
   d_pre = at::empty({u, N, 2 * H}, m.options());
+  d_xh_pre = at::zeros({u, 2 * H}, m.options());
+  const at::Tensor through_tanh = at::empty({u * N, H}, m.options());  // d_pre W_gm
   AT_DISPATCH_FLOATING_TYPES(m.scalar_type(), "nrnm_memory_gates_backward", [&] {
-    const int64_t rows = u * N;
-    for (int64_t row = 0; row < rows; ++row)
-      backward_slot(H, gates.data_ptr<scalar_t>() + row * 2 * H, tanh_mt.data_ptr<scalar_t>() + row * H,
-                    m.data_ptr<scalar_t>() + row * H, g.data_ptr<scalar_t>() + row * H,
-                    d_memory.data_ptr<scalar_t>() + row * H, d_mt.data_ptr<scalar_t>() + row * H,
-                    d_pre.data_ptr<scalar_t>() + row * 2 * H);
+    using T = scalar_t;
+    T *dm = d_memory.data_ptr<T>(), *dp = d_pre.data_ptr<T>(), *dx = d_xh_pre.data_ptr<T>();
+    for (int64_t row = 0; row < u * N; ++row)
+      backward_slot(H, gates.data_ptr<T>() + row * 2 * H, tanh_mt.data_ptr<T>() + row * H,
+                    m.data_ptr<T>() + row * H, g.data_ptr<T>() + row * H, dm + row * H,
+                    d_mt.data_ptr<T>() + row * H, dp + row * 2 * H);
+    for (int64_t i = 0; i < u; ++i)  // xh is shared by the element's slots
+      for (int64_t n = 0; n < N; ++n)
+        for (int64_t c = 0; c < 2 * H; ++c) dx[i * 2 * H + c] += dp[(i * N + n) * 2 * H + c];
+    cpu_loop_matmul(d_pre.view({u * N, 2 * H}), w_gm, at::Tensor(), through_tanh);
+    const T *tm = tanh_memory.data_ptr<T>(), *tt = through_tanh.data_ptr<T>();
+    for (int64_t e = 0; e < u * N * H; ++e) dm[e] += tt[e] * (T(1) - tm[e] * tm[e]);
   });
 }
 

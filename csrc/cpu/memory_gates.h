@@ -7,6 +7,8 @@
 
 #include <ATen/ATen.h>
 
+#include "../layer_kernels.h"
+
 namespace nrnm {
 
 // pre (u, N, 2H): tanh(M) W_gm^T + b_g, overwritten by the gates sigma(pre + gx) (input gate
@@ -15,9 +17,13 @@ namespace nrnm {
 at::Tensor memory_gates_forward(at::Tensor& pre, const at::Tensor& gx, const at::Tensor& mt,
                                 const at::Tensor& memory, at::Tensor& tanh_mt);
 
-// Given grad_new (u, N, H), the gradient of M': sets d_memory (u, N, H) to its direct part
-// grad_new * fg, d_mt (u * N, H) and d_pre (u, N, 2H), the gradient of the gates' input.
+// Given grad_new (u, N, H), the gradient of M': sets d_mt (u * N, H), d_pre (u, N, 2H) the
+// gradient of the gates' input, d_xh_pre (u, 2H) its sum over an element's slots, and
+// d_memory (u, N, H) to the gradient of M through the write (grad_new * fg) and through the
+// gates' input tanh(M) W_gm^T ((d_pre W_gm) (1 - tanh(M)^2)); tanh_memory (u, N, H) is tanh(M),
+// w_gm is W_gm (2H, H) as loop_weight makes it.
 void memory_gates_backward(const at::Tensor& gates, const at::Tensor& tanh_mt, const at::Tensor& memory,
-                           const at::Tensor& grad_new, at::Tensor& d_memory, at::Tensor& d_mt, at::Tensor& d_pre);
+                           const at::Tensor& tanh_memory, const at::Tensor& grad_new, const LoopWeight& w_gm,
+                           at::Tensor& d_memory, at::Tensor& d_mt, at::Tensor& d_pre, at::Tensor& d_xh_pre);
 
 }  // namespace nrnm

@@ -94,7 +94,8 @@ const LayerKernels kCudaKernels{step_forward,
                                 nullptr,
                                 nullptr,
                                 indexed::scatter_add_block_rows,
-                                indexed::block_mean};
+                                indexed::block_mean,
+                                indexed::block_mean_backward};
 
 void check_cuda(const at::Tensor& x, bool triton_attention, int64_t batch_shards) {
   TORCH_CHECK(triton_attention, "nrnm_fast: on CUDA the memory update's attention runs in Triton: call the op "
