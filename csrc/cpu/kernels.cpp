@@ -188,52 +188,50 @@ LoopWeight loop_weight(const at::Tensor& w, int64_t max_rows) {
   return {b, packed};
 }
 
+// Calls f(i, r, row) for each valid block row r of each updating element i, with row its H
+// units in a time line (k + T, B, H) whose data is `line`.
+template <typename T, typename F>
+void for_valid_block_rows(const BlockAttention& a, T* line, int64_t B, int64_t H, const F& f) {
+  const int64_t u = static_cast<int64_t>(a.elems.size());
+  for (int64_t i = 0; i < u; ++i)
+    for (int64_t r = a.k - a.n_valid[i]; r < a.k; ++r) f(i, r, line + ((a.t + 1 + r) * B + a.elems[i]) * H);
+}
+
 at::Tensor block_mean(const BlockAttention& a, const at::Tensor& emb) {
-  const int64_t u = static_cast<int64_t>(a.elems.size()), B = emb.size(1), H = emb.size(2), k = a.k;
+  const int64_t u = static_cast<int64_t>(a.elems.size()), B = emb.size(1), H = emb.size(2);
   at::Tensor xh = at::zeros({u, H}, emb.options());
   AT_DISPATCH_FLOATING_TYPES(emb.scalar_type(), "nrnm_block_mean", [&] {
-    const scalar_t* e = emb.data_ptr<scalar_t>();
     scalar_t* out = xh.data_ptr<scalar_t>();
-    for (int64_t i = 0; i < u; ++i) {
-      for (int64_t r = k - a.n_valid[i]; r < k; ++r) {
-        const scalar_t* row = e + ((a.t + 1 + r) * B + a.elems[i]) * H;
-        for (int64_t d = 0; d < H; ++d) out[i * H + d] += row[d];
-      }
+    for_valid_block_rows(a, emb.data_ptr<scalar_t>(), B, H, [&](int64_t i, int64_t, const scalar_t* row) {
+      for (int64_t d = 0; d < H; ++d) out[i * H + d] += row[d];
+    });
+    for (int64_t i = 0; i < u; ++i)
       for (int64_t d = 0; d < H; ++d) out[i * H + d] /= static_cast<scalar_t>(a.n_valid[i]);
-    }
   });
   return xh;
 }
 
 void block_mean_backward(const BlockAttention& a, const at::Tensor& d_mean, at::Tensor& d_line) {
-  const int64_t u = static_cast<int64_t>(a.elems.size()), B = d_line.size(1), H = d_line.size(2), k = a.k;
-  const at::Tensor d = d_mean.contiguous();
+  const int64_t B = d_line.size(1), H = d_line.size(2);
+  const at::Tensor d_rows = d_mean.contiguous();
   AT_DISPATCH_FLOATING_TYPES(d_line.scalar_type(), "nrnm_block_mean_backward", [&] {
-    const scalar_t* src = d.data_ptr<scalar_t>();
-    scalar_t* dst = d_line.data_ptr<scalar_t>();
-    for (int64_t i = 0; i < u; ++i) {
-      const scalar_t* g = src + i * H;
+    const scalar_t* g = d_rows.data_ptr<scalar_t>();
+    for_valid_block_rows(a, d_line.data_ptr<scalar_t>(), B, H, [&](int64_t i, int64_t, scalar_t* row) {
       const scalar_t n = static_cast<scalar_t>(a.n_valid[i]);
-      for (int64_t r = k - a.n_valid[i]; r < k; ++r) {
-        scalar_t* row = dst + ((a.t + 1 + r) * B + a.elems[i]) * H;
-        for (int64_t c = 0; c < H; ++c) row[c] += g[c] / n;
-      }
-    }
+      for (int64_t d = 0; d < H; ++d) row[d] += g[i * H + d] / n;
+    });
   });
 }
 
 void scatter_add_block_rows(const BlockAttention& a, const at::Tensor& rows, at::Tensor& line) {
-  const int64_t u = static_cast<int64_t>(a.elems.size()), B = line.size(1), H = line.size(2), k = a.k;
+  const int64_t B = line.size(1), H = line.size(2), k = a.k;
   const at::Tensor src_rows = rows.contiguous();
   AT_DISPATCH_FLOATING_TYPES(line.scalar_type(), "nrnm_scatter_add_block_rows", [&] {
     const scalar_t* src = src_rows.data_ptr<scalar_t>();
-    scalar_t* dst = line.data_ptr<scalar_t>();
-    for (int64_t i = 0; i < u; ++i)
-      for (int64_t r = k - a.n_valid[i]; r < k; ++r) {
-        scalar_t* row = dst + ((a.t + 1 + r) * B + a.elems[i]) * H;
-        const scalar_t* g = src + (i * k + r) * H;
-        for (int64_t d = 0; d < H; ++d) row[d] += g[d];
-      }
+    for_valid_block_rows(a, line.data_ptr<scalar_t>(), B, H, [&](int64_t i, int64_t r, scalar_t* row) {
+      const scalar_t* g = src + (i * k + r) * H;
+      for (int64_t d = 0; d < H; ++d) row[d] += g[d];
+    });
   });
 }
 
