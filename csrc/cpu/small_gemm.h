@@ -28,11 +28,17 @@ void small_gemm(int64_t M, int64_t K, int64_t N, const float* A, int64_t lda, co
 void small_gemm(int64_t M, int64_t K, int64_t N, const double* A, int64_t lda, const double* B, const double* bias,
                 double* C, int64_t ldc);
 
-// Packing a weight pays where a layer call multiplies at most 16 rows by it: 1.2-4x MKL's sgemm
-// from 1 to 16 rows on the dev machine. At 32 rows it was 1.1-1.3x alone but no faster in the
-// layer, and the copies (two of most weights in a backward, per batch shard) would take the
-// memory that the larger shapes' budget does not have (docs/cpu.md).
-inline bool packed_gemm_pays(int64_t max_rows) { return max_rows >= 1 && max_rows <= 16; }
+// Packing a weight pays where a layer call multiplies at most 16 rows by it (1.2-4x MKL's
+// sgemm from 1 to 16 rows on the dev machine), or up to 64 rows by a weight of at most 32768
+// elements (H = 128's): there the product alone is no faster than MKL's, but MKL's call, its
+// bias copy and the per-head views cost as much as the product. Larger weights at more rows
+// stay with MKL: at 32 rows the packed loop was 1.1-1.3x alone but no faster in the layer,
+// and the copies (the forward's and the backward's, W and W^T, of W_hh and of every memory
+// weight, per shard: 32 H^2 floats) would take the memory that the larger shapes' budget does
+// not have (docs/cpu.md).
+inline bool packed_gemm_pays(int64_t max_rows, int64_t weight_size) {
+  return max_rows >= 1 && (max_rows <= 16 || (max_rows <= 64 && weight_size <= 32768));
+}
 
 // Columns per panel: three AVX2 registers.
 template <typename T>
