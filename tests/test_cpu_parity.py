@@ -34,7 +34,7 @@ def test_cpu_matches_reference_float64(case):
 
 
 @requires_cpu_ext
-@pytest.mark.parametrize("case", ["T17-s-not-dividing-k", "T50-two-layers", "T6-B20-H96"])
+@pytest.mark.parametrize("case", ["T17-s-not-dividing-k", "T50-two-layers"])
 def test_cpu_matches_reference_float32(case):
     assert_matches(run_case("cpu", torch.float32, CASES[case]), run_case("reference", torch.float32, CASES[case]), 1e-5)
 
