@@ -143,8 +143,8 @@ at::Tensor memory_update_forward(const at::Tensor& memory, const BlockAttention&
 
 at::Tensor memory_update_backward(const at::Tensor& memory, const BlockAttention& a, const BlockLines& lines,
                                   const at::Tensor& grad_new, const LayerWeights& w, const MemoryWeightsT& wt,
-                                  const MemoryWeights& wb, const LayerKernels& kernels, LayerWeights& grads, UpdateWeightGrads& weight_grads,
-                                  BlockLineGrads& d_lines) {
+                                  const MemoryWeights& wb, const LayerKernels& kernels, LayerWeights& grads,
+                                  UpdateWeightGrads& weight_grads, BlockLineGrads& d_lines) {
   const UpdateParts p = forward_parts(memory, a, lines, w, wt, kernels);
   const int64_t u = memory.size(0), N = memory.size(1), H = memory.size(2);
   // M' = ig * tanh(Mt) + fg * M, gates = sigma(xh @ W_gx^T + tanh(M) @ W_gm^T + b_g)

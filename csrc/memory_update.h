@@ -80,10 +80,11 @@ at::Tensor memory_update_forward(const at::Tensor& memory, const BlockAttention&
 // Given grad_new (u, N, H), the gradient of the updated memory, returns the gradient of
 // `memory`; adds the gradients of the block rows to d_lines, those of the LayerNorms to
 // `grads` and those of the other weights the update uses to `weight_grads` (or, on the keys |
-// values path, of w_in and b_in to `grads`). Recomputes the forward pass.
+// values path, of w_in and b_in to `grads`). Recomputes the forward pass (weights wt); wb
+// holds the weights untransposed for the backward's products.
 at::Tensor memory_update_backward(const at::Tensor& memory, const BlockAttention& a, const BlockLines& lines,
                                   const at::Tensor& grad_new, const LayerWeights& w, const MemoryWeightsT& wt,
-                                  const MemoryWeights& wb, const LayerKernels& kernels, LayerWeights& grads, UpdateWeightGrads& weight_grads,
-                                  BlockLineGrads& d_lines);
+                                  const MemoryWeights& wb, const LayerKernels& kernels, LayerWeights& grads,
+                                  UpdateWeightGrads& weight_grads, BlockLineGrads& d_lines);
 
 }  // namespace nrnm

@@ -57,7 +57,8 @@ bool check(at::ScalarType dtype, double tol, int layout) {
 
 int main() {
   bool ok = true;
-  for (int layout : {0, 1, 2}) ok = check<float>(at::kFloat, 1e-5, layout) && check<double>(at::kDouble, 1e-13, layout) && ok;
+  for (int layout : {0, 1, 2})
+    ok = check<float>(at::kFloat, 1e-5, layout) && check<double>(at::kDouble, 1e-13, layout) && ok;
   std::printf("%s\n", ok ? "small_gemm matches at::mm" : "small_gemm differs from at::mm");
   return ok ? 0 : 1;
 }
