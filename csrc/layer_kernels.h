@@ -101,6 +101,9 @@ struct ChunkBackward {
   at::Tensor d_mc;          // (t1 - t0 + 1, B, H) step rows, out: 0 where inactive
 };
 
+// The LayerNorms' eps (docs/spec.md).
+constexpr double kLayerNormEps = 1e-5;
+
 // The memory update's row-wise chain after the attention, on its R = u x N memory rows
 // (docs/spec.md): y1_in = attn W_o^T + b_o + M, y1 = LayerNorm_1(y1_in),
 // hid = relu(y1 W_1^T + b_1), y2_in = hid W_2^T + b_2 + y1, Mt = LayerNorm_2(y2_in).

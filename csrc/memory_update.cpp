@@ -6,8 +6,6 @@
 namespace nrnm {
 namespace {
 
-constexpr double kLayerNormEps = 1e-5;
-
 // Intermediates of one memory update; rows of the (u * N, .) matrices are (element, slot).
 struct UpdateParts {
   at::Tensor mem_rows;             // (u*N, H) memory before the update

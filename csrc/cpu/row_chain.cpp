@@ -10,8 +10,6 @@
 namespace nrnm {
 namespace {
 
-constexpr double kLayerNormEps = 1e-5;  // docs/spec.md
-
 // x (R, H) += r (R, H), then each row through the LayerNorm with weight w, bias b: into y,
 // its mean and 1 / sqrt(var + eps) into mean, rstd (R,).
 template <typename T>
