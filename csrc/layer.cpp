@@ -39,6 +39,7 @@ struct UpdatePlan {
   std::vector<BlockAttention> updates;  // one per chunk with an event, in time order
   // Rows of saved.memories viewed as ((E + 1) * B, N, H), per update (u,): where each updating
   // element's memory is after the update, and before it (its previous update's row, or row b).
+  // Like the updates' index tensors, undefined where the layer and its kernels need none.
   std::vector<at::Tensor> slots_after, slots_before;
   // Per update: where the whole batch updates and its rows after the update are the contiguous
   // rows r .. r + B - 1 (so before it r - B ..), r; else -1. Those updates need no index ops.
@@ -46,7 +47,7 @@ struct UpdatePlan {
   std::vector<int64_t> final_slots;  // (B,) each element's row after its last update
 
   UpdatePlan(const Schedule& schedule, const int64_t* steps0, const LayerConfig& cfg, int64_t B,
-             const at::TensorOptions& options) {
+             const at::TensorOptions& options, bool host_blocks) {
     const int64_t k = cfg.block_size;
     std::vector<int64_t> elems, n_valid, rows, after, before, offsets;
     std::vector<double> valid;
@@ -79,15 +80,21 @@ struct UpdatePlan {
     const at::Tensor rows_d = index_tensor(rows, device), after_d = index_tensor(after, device);
     const at::Tensor before_d = index_tensor(before, device);
     const at::Tensor valid_d = at::tensor(valid, at::TensorOptions().dtype(at::kDouble)).to(options);
+    slots_after.resize(updates.size());
+    slots_before.resize(updates.size());
     for (size_t e = 0; e < updates.size(); ++e) {
       BlockAttention& a = updates[e];
       const int64_t off = offsets[e], u = static_cast<int64_t>(a.elems.size());
-      a.elems_index = elems_d.narrow(0, off, u);
-      a.n_valid_index = n_valid_d.narrow(0, off, u);
-      a.line_rows = rows_d.narrow(0, off * k, u * k);
-      a.valid_rows = valid_d.narrow(0, off * k, u * k).view({u, k, 1});
-      slots_after.push_back(after_d.narrow(0, off, u));
-      slots_before.push_back(before_d.narrow(0, off, u));
+      if (whole_batch_row[e] < 0 || !host_blocks) {  // the layer's own index ops
+        a.elems_index = elems_d.narrow(0, off, u);
+        slots_after[e] = after_d.narrow(0, off, u);
+        slots_before[e] = before_d.narrow(0, off, u);
+      }
+      if (!host_blocks) {
+        a.n_valid_index = n_valid_d.narrow(0, off, u);
+        a.line_rows = rows_d.narrow(0, off * k, u * k);
+        a.valid_rows = valid_d.narrow(0, off * k, u * k).view({u, k, 1});
+      }
     }
   }
 };
@@ -159,7 +166,7 @@ LayerForward layer_forward(const at::Tensor& x, const at::Tensor& lengths, const
   const MemoryWeightsT wt(w, kernels, B, N, d.nh);
   at::Tensor mem = init.memory.clone();
   at::Tensor mr = at::addmm(b_r, mem.view({B, NH}), w.w_mr.t());  // m @ W_mr^T + b_r: changes only at updates
-  const UpdatePlan plan(schedule, steps0, cfg, B, x.options());
+  const UpdatePlan plan(schedule, steps0, cfg, B, x.options(), kernels.host_blocks);
   size_t update = 0;
   at::Tensor h = init.h.clone(), c = init.c.clone();
   at::Tensor output = place(given.output, {T, B, H}).zero_();
@@ -285,7 +292,7 @@ LayerGrads layer_backward(const at::Tensor& grad_output, const LayerState& grad_
                                 : at::arange(T, lengths.options()).unsqueeze(1) < lengths.unsqueeze(0);
 
   // Memory of each element after its last update, walked back through saved.memories.
-  const UpdatePlan plan(schedule, steps0, cfg, B, x.options());
+  const UpdatePlan plan(schedule, steps0, cfg, B, x.options(), kernels.host_blocks);
   size_t update = plan.updates.size();
   const at::Tensor memory_rows = saved.memories.view({-1, N, H});
   at::Tensor mem = memory_rows.index_select(0, index_tensor(plan.final_slots, device));

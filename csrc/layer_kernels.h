@@ -212,6 +212,11 @@ struct LayerKernels {
   // Its backward: adds d_mean (u, H) / n_valid to each valid block row of d_line (k + T, B, H).
   void (*block_mean_backward)(const BlockAttention& a, const at::Tensor& d_mean, at::Tensor& d_line);
 
+  // The kernels read BlockAttention's host vectors only: the layer leaves its index tensors
+  // undefined (a few views per memory update, each costing about as much as the update's
+  // arithmetic at small batch) except where it indexes with them itself.
+  bool host_blocks;
+
   bool keys_values() const { return attention_forward != nullptr; }
 };
 

@@ -258,7 +258,8 @@ const LayerKernels& cpu_kernels(bool triton_attention) {
                                    memory_term_backward,
                                    scatter_add_block_rows,
                                    block_mean,
-                                   block_mean_backward};
+                                   block_mean_backward,
+                                   true};
   static const LayerKernels triton{step_forward,
                                    step_backward,
                                    nullptr,  // the GPU's step-by-step loop, tested here
@@ -279,7 +280,8 @@ const LayerKernels& cpu_kernels(bool triton_attention) {
                                    nullptr,
                                    indexed::scatter_add_block_rows,
                                    indexed::block_mean,
-                                   indexed::block_mean_backward};
+                                   indexed::block_mean_backward,
+                                   false};
   return triton_attention ? triton : native;
 }
 

@@ -95,7 +95,8 @@ const LayerKernels kCudaKernels{step_forward,
                                 nullptr,
                                 indexed::scatter_add_block_rows,
                                 indexed::block_mean,
-                                indexed::block_mean_backward};
+                                indexed::block_mean_backward,
+                                false};
 
 void check_cuda(const at::Tensor& x, bool triton_attention, int64_t batch_shards) {
   TORCH_CHECK(triton_attention, "nrnm_fast: on CUDA the memory update's attention runs in Triton: call the op "
