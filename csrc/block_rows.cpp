@@ -14,9 +14,9 @@ void scatter_add_block_rows(const BlockAttention& a, const at::Tensor& rows, at:
   line.view({-1, H}).index_add_(0, a.line_rows, (rows * a.valid_rows).view({-1, H}));
 }
 
-at::Tensor block_mean(const BlockAttention& a, const at::Tensor& line) {
+void block_mean(const BlockAttention& a, const at::Tensor& line, at::Tensor& mean) {
   const at::Tensor n_valid = a.n_valid_index.unsqueeze(1).to(line.scalar_type());
-  return (gather_block_rows(a, line) * a.valid_rows).sum(1).div_(n_valid);
+  mean = (gather_block_rows(a, line) * a.valid_rows).sum(1).div_(n_valid);
 }
 
 void block_mean_backward(const BlockAttention& a, const at::Tensor& d_mean, at::Tensor& d_line) {

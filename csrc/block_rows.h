@@ -14,8 +14,8 @@ namespace indexed {
 at::Tensor gather_block_rows(const BlockAttention& a, const at::Tensor& line);
 // Adds the valid block rows (u, k, H) to their rows of a time line (k + T, B, H).
 void scatter_add_block_rows(const BlockAttention& a, const at::Tensor& rows, at::Tensor& line);
-// (u, H): the mean of each block's valid rows of a time line (k + T, B, H).
-at::Tensor block_mean(const BlockAttention& a, const at::Tensor& line);
+// Sets mean (u, H) to the mean of each block's valid rows of a time line (k + T, B, H).
+void block_mean(const BlockAttention& a, const at::Tensor& line, at::Tensor& mean);
 // Its backward: adds d_mean (u, H) / n_valid to each valid block row of d_line (k + T, B, H).
 void block_mean_backward(const BlockAttention& a, const at::Tensor& d_mean, at::Tensor& d_line);
 

@@ -8,6 +8,7 @@
 #include "layer.h"
 
 #include <algorithm>
+#include <utility>
 
 #include "memory_update.h"
 #include "schedule.h"
@@ -173,13 +174,15 @@ LayerForward layer_forward(const at::Tensor& x, const at::Tensor& lengths, const
   at::Tensor rec = at::empty({B, 4 * H}, x.options());
   const LoopWeight w_hh_t = kernels.loop_weight(w.w_hh, B);  // (H, 4H)
   const LoopWeight w_mc_t = kernels.loop_weight(w.w_mc, d.s * B);  // (NH, H)
+  // The memory updates' intermediates and the chunks' memory terms: allocated once, reused.
+  UpdateParts parts;
+  at::Tensor mc;
 
   for (const Chunk& chunk : schedule.chunks) {
     const int64_t t0 = chunk.t0, j = chunk.t1 - chunk.t0 + 1;
     // (r * m) @ W_mc^T for the whole chunk: r depends on x and m only.
-    at::Tensor mc;
     if (kernels.memory_term_forward) {
-      mc = kernels.memory_term_forward(rx.narrow(0, t0, j), mr, mem.view({B, NH}), w_mc_t);
+      kernels.memory_term_forward(rx.narrow(0, t0, j), mr, mem.view({B, NH}), w_mc_t, mc);
     } else {
       const at::Tensor rm = rx.narrow(0, t0, j).add(mr).sigmoid_().mul_(mem.view({1, B, NH}));
       mc = at::mm(rm.view({j * B, NH}), w.w_mc.t()).view({j, B, H});
@@ -204,12 +207,14 @@ LayerForward layer_forward(const at::Tensor& x, const at::Tensor& lengths, const
     const BlockAttention& a = plan.updates[update];
     const int64_t whole_row = plan.whole_batch_row[update];
     if (whole_row >= 0) {
-      mem = memory_update_forward(mem, a, lines, w, wt, kernels);
-      mr = loop_matmul(kernels, mem.view({B, NH}), wt.w_mr, b_r);
+      memory_update_forward(mem, a, lines, w, wt, kernels, parts);
+      std::swap(mem, parts.new_mem);  // the old memory's storage takes the next update's result
+      kernels.loop_matmul(mem.view({B, NH}), wt.w_mr, b_r, mr);
       if (for_backward) saved.memories.view({-1, N, H}).narrow(0, whole_row, B).copy_(mem);
     } else {
       const at::Tensor& idx = a.elems_index;
-      const at::Tensor new_mem = memory_update_forward(mem.index_select(0, idx), a, lines, w, wt, kernels);
+      memory_update_forward(mem.index_select(0, idx), a, lines, w, wt, kernels, parts);
+      const at::Tensor& new_mem = parts.new_mem;
       mem.index_copy_(0, idx, new_mem);
       mr.index_copy_(0, idx, loop_matmul(kernels, new_mem.view({-1, NH}), wt.w_mr, b_r));
       if (for_backward) saved.memories.view({-1, N, H}).index_copy_(0, plan.slots_after[update], new_mem);
@@ -297,6 +302,11 @@ LayerGrads layer_backward(const at::Tensor& grad_output, const LayerState& grad_
   const at::Tensor memory_rows = saved.memories.view({-1, N, H});
   at::Tensor mem = memory_rows.index_select(0, index_tensor(plan.final_slots, device));
   at::Tensor mr = at::addmm(b_xr, mem.view({B, NH}), w.w_mr.t());  // m @ W_mr^T + b_r as in the forward
+  // The memory updates' and the chunks' intermediates: allocated once, reused.
+  UpdateParts parts;
+  UpdateGradParts grad_parts;
+  const at::Tensor grad_new = at::empty({B, N, H}, x.options());  // of an update of the whole batch
+  at::Tensor d_mc, rm;  // a chunk's memory term's gradient, and its r * m
 
   for (auto it = schedule.chunks.rbegin(); it != schedule.chunks.rend(); ++it) {
     const Chunk& chunk = *it;
@@ -306,31 +316,35 @@ LayerGrads layer_backward(const at::Tensor& grad_output, const LayerState& grad_
       const int64_t whole_row = plan.whole_batch_row[update];
       // The updated memory feeds later memory terms directly and through m @ W_mr^T.
       if (whole_row >= 0) {
-        const at::Tensor grad_new = loop_matmul(kernels, d_mr, wb.w_mr).view({B, N, H}).add_(d_mem);
+        kernels.loop_matmul(d_mr, wb.w_mr, {}, grad_new.view({B, NH}));
+        grad_new.add_(d_mem);
         w_mr_grad.add(d_mr, mem.view({B, NH}));
         d_mr.zero_();
         const at::Tensor before = memory_rows.narrow(0, whole_row - B, B);
-        d_mem = memory_update_backward(before, a, lines, grad_new, w, wt, wb, kernels, grads.w, update_grads, d_lines);
+        memory_update_backward(before, a, lines, grad_new, w, wt, wb, kernels, grads.w, update_grads, d_lines, parts,
+                               grad_parts);
+        std::swap(d_mem, grad_parts.d_memory);  // d_mem's old storage takes the next update's result
         mem.copy_(before);
-        mr = loop_matmul(kernels, before.view({B, NH}), wt.w_mr, b_xr);
+        kernels.loop_matmul(before.view({B, NH}), wt.w_mr, b_xr, mr);
       } else {
         const at::Tensor& idx = a.elems_index;
         const int64_t u = idx.size(0);
         const at::Tensor d_mr_u = d_mr.index_select(0, idx);
-        const at::Tensor grad_new =
+        const at::Tensor grad_new_u =
             d_mem.index_select(0, idx).add_(loop_matmul(kernels, d_mr_u, wb.w_mr).view({u, N, H}));
         w_mr_grad.add(d_mr_u, mem.index_select(0, idx).view({u, NH}));
         d_mr.index_fill_(0, idx, 0);
 
         const at::Tensor before = memory_rows.index_select(0, plan.slots_before[update]);
-        d_mem.index_copy_(0, idx, memory_update_backward(before, a, lines, grad_new, w, wt, wb, kernels, grads.w,
-                                                         update_grads, d_lines));
+        memory_update_backward(before, a, lines, grad_new_u, w, wt, wb, kernels, grads.w, update_grads, d_lines,
+                               parts, grad_parts);
+        d_mem.index_copy_(0, idx, grad_parts.d_memory);
         mem.index_copy_(0, idx, before);
         mr.index_copy_(0, idx, loop_matmul(kernels, before.view({u, NH}), wt.w_mr, b_xr));
       }
     }
 
-    at::Tensor d_mc = at::empty({j, B, H}, x.options());  // gradient of the chunk's memory term
+    out_tensor(d_mc, {j, B, H}, x.options());
     if (kernels.chunk_backward) {
       kernels.chunk_backward({t0, t1, k, lengths, saved.gates, saved.cells, init.c, d_out, d_h_line, w_hh, dh, dc,
                               dh_rec, d_xw, d_mc});
@@ -354,8 +368,8 @@ LayerGrads layer_backward(const at::Tensor& grad_output, const LayerState& grad_
     at::Tensor d_rx_chunk = d_rx.narrow(0, t0, j);
     const at::Tensor d_mc_rows = d_mc.view({j * B, H});
     if (kernels.memory_term_backward) {
-      w_mc_grad.add(d_mc_rows, kernels.memory_term_backward(d_mc, d_rx_chunk, mr, mem.view({B, NH}), w_mc,
-                                                            d_mem.view({B, NH}), d_mr));
+      kernels.memory_term_backward(d_mc, d_rx_chunk, mr, mem.view({B, NH}), w_mc, d_mem.view({B, NH}), d_mr, rm);
+      w_mc_grad.add(d_mc_rows, rm);
     } else {
       const at::Tensor m = mem.view({1, B, NH});
       const at::Tensor r = d_rx_chunk.add(mr).sigmoid_();

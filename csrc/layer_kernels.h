@@ -5,6 +5,11 @@
 //
 // Shapes: T steps, B batch, H hidden, N memory slots, G columns of the hoisted input GEMM
 // (gates first), u updating elements, k block size, nh heads.
+//
+// The memory updates' kernels write their results to out arguments (at::Tensor&) that the
+// layer keeps from one update to the next: a kernel reuses an out tensor that already has the
+// shape it writes (out_tensor below) and makes a new one otherwise, so that a layer call
+// allocates them once instead of once per update.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -129,6 +134,12 @@ struct RowChainGrads {
   at::Tensor ln1_w, ln1_b, ln2_w, ln2_b;
 };
 
+// t itself where it already has `shape`, else a new tensor of that shape in t.
+inline at::Tensor& out_tensor(at::Tensor& t, at::IntArrayRef shape, const at::TensorOptions& options) {
+  if (!t.defined() || t.sizes() != shape) t = at::empty(shape, options);
+  return t;
+}
+
 struct LayerKernels {
   void (*step_forward)(const StepForward& s);
   void (*step_backward)(const StepBackward& s);
@@ -160,16 +171,17 @@ struct LayerKernels {
   at::Tensor (*gather_block_rows)(const BlockAttention& a, const at::Tensor& line);
 
   // Or the key and value projections folded out of the block (csrc/cpu/folded_attention.h):
-  // q_keys (u * N, nh, H), memory (u, N, H), the time lines emb, hid (k + T, B, H); returns
-  // the probability-weighted block rows (u * N, nh, H) and sets `saved`.
-  at::Tensor (*folded_attention_forward)(const BlockAttention& a, const at::Tensor& q_keys, const at::Tensor& memory,
-                                         const at::Tensor& emb, const at::Tensor& hid, at::Tensor& saved);
-  // Given d_mixed (u * N, nh, H): returns d_q_keys and adds the block rows' gradients to
-  // d_memory (u, N, H), d_emb and d_hid (k + T, B, H).
-  at::Tensor (*folded_attention_backward)(const BlockAttention& a, const at::Tensor& q_keys,
-                                          const at::Tensor& memory, const at::Tensor& emb, const at::Tensor& hid,
-                                          const at::Tensor& saved, const at::Tensor& d_mixed, at::Tensor& d_memory,
-                                          at::Tensor& d_emb, at::Tensor& d_hid);
+  // q_keys (u * N, nh, H), memory (u, N, H), the time lines emb, hid (k + T, B, H); sets
+  // mixed (u * N, nh, H), the probability-weighted block rows, and `saved`.
+  void (*folded_attention_forward)(const BlockAttention& a, const at::Tensor& q_keys, const at::Tensor& memory,
+                                   const at::Tensor& emb, const at::Tensor& hid, at::Tensor& mixed,
+                                   at::Tensor& saved);
+  // Given d_mixed (u * N, nh, H): sets d_q_keys (u * N, nh, H) and adds the block rows'
+  // gradients to d_memory (u, N, H), d_emb and d_hid (k + T, B, H).
+  void (*folded_attention_backward)(const BlockAttention& a, const at::Tensor& q_keys, const at::Tensor& memory,
+                                    const at::Tensor& emb, const at::Tensor& hid, const at::Tensor& saved,
+                                    const at::Tensor& d_mixed, at::Tensor& d_q_keys, at::Tensor& d_memory,
+                                    at::Tensor& d_emb, at::Tensor& d_hid);
   // The per-head products around it: for each head h, out_h = a_h @ b[h] + bias[h] (no bias
   // where `bias` is empty), where a_h, out_h are the h-th of nh equal column blocks of a
   // (M, nh K) and out (M, nh N), row-strided, and b[h] (K, N) is as loop_matmul's b.
@@ -179,12 +191,12 @@ struct LayerKernels {
   // Optional (null: ATen ops in csrc/memory_update.cpp): the memory update's gated write
   // M' = sigma(pre_i + gx_i) tanh(Mt) + sigma(pre_f + gx_f) M in one pass
   // (csrc/cpu/memory_gates.h: pre (u, N, 2H) becomes the gates; gx (u, 2H); mt, memory
-  // (u, N, H); sets tanh_mt, returns M') and its backward through the gates' input
+  // (u, N, H); sets tanh_mt and new_memory, M') and its backward through the gates' input
   // pre = tanh(M) W_gm^T + b_g too (w_gm = W_gm as loop_weight makes it; sets d_memory
   // (u, N, H), the gradient of M through the write and through tanh(M), d_mt (u * N, H),
   // d_pre (u, N, 2H) and d_xh_pre (u, 2H), d_pre summed over an element's slots).
-  at::Tensor (*memory_gates_forward)(at::Tensor& pre, const at::Tensor& gx, const at::Tensor& mt,
-                                     const at::Tensor& memory, at::Tensor& tanh_mt);
+  void (*memory_gates_forward)(at::Tensor& pre, const at::Tensor& gx, const at::Tensor& mt, const at::Tensor& memory,
+                               at::Tensor& tanh_mt, at::Tensor& new_memory);
   void (*memory_gates_backward)(const at::Tensor& gates, const at::Tensor& tanh_mt, const at::Tensor& memory,
                                 const at::Tensor& tanh_memory, const at::Tensor& grad_new, const LoopWeight& w_gm,
                                 at::Tensor& d_memory, at::Tensor& d_mt, at::Tensor& d_pre, at::Tensor& d_xh_pre);
@@ -196,19 +208,20 @@ struct LayerKernels {
   void (*row_chain_backward)(const RowChain& f, const at::Tensor& d_mt, const RowChainWeights& w,
                              RowChainGrads& grads);
 
-  // Optional (null: ATen ops in csrc/layer.cpp): a chunk's memory term (r * m) W_mc^T,
-  // r = sigma(rx + mr), and its backward, one call each (csrc/cpu/memory_term.h: rx (j, B, NH)
-  // step rows, mr and m (B, NH); w_mc_t = W_mc^T, w_mc = W_mc as loop_weight makes them).
-  at::Tensor (*memory_term_forward)(const at::Tensor& rx, const at::Tensor& mr, const at::Tensor& m,
-                                    const LoopWeight& w_mc_t);
-  at::Tensor (*memory_term_backward)(const at::Tensor& d_mc, const at::Tensor& rx, const at::Tensor& mr,
-                                     const at::Tensor& m, const LoopWeight& w_mc, const at::Tensor& d_m,
-                                     const at::Tensor& d_mr);
+  // Optional (null: ATen ops in csrc/layer.cpp): a chunk's memory term mc (j, B, H) =
+  // (r * m) W_mc^T, r = sigma(rx + mr), and its backward, one call each (csrc/cpu/memory_term.h:
+  // rx (j, B, NH) step rows, mr and m (B, NH); w_mc_t = W_mc^T, w_mc = W_mc as loop_weight
+  // makes them; the backward sets rm (j * B, NH) = r * m for W_mc's gradient).
+  void (*memory_term_forward)(const at::Tensor& rx, const at::Tensor& mr, const at::Tensor& m,
+                              const LoopWeight& w_mc_t, at::Tensor& mc);
+  void (*memory_term_backward)(const at::Tensor& d_mc, const at::Tensor& rx, const at::Tensor& mr,
+                               const at::Tensor& m, const LoopWeight& w_mc, const at::Tensor& d_m,
+                               const at::Tensor& d_mr, at::Tensor& rm);
 
   // Adds the valid block rows (u, k, H) to their rows of a time line (k + T, B, H).
   void (*scatter_add_block_rows)(const BlockAttention& a, const at::Tensor& rows, at::Tensor& line);
-  // (u, H): the mean of each block's valid rows of a time line (k + T, B, H).
-  at::Tensor (*block_mean)(const BlockAttention& a, const at::Tensor& line);
+  // Sets mean (u, H) to the mean of each block's valid rows of a time line (k + T, B, H).
+  void (*block_mean)(const BlockAttention& a, const at::Tensor& line, at::Tensor& mean);
   // Its backward: adds d_mean (u, H) / n_valid to each valid block row of d_line (k + T, B, H).
   void (*block_mean_backward)(const BlockAttention& a, const at::Tensor& d_mean, at::Tensor& d_line);
 

@@ -4,41 +4,22 @@
 #include <tuple>
 
 namespace nrnm {
-namespace {
 
-// Intermediates of one memory update; rows of the (u * N, .) matrices are (element, slot).
-struct UpdateParts {
-  at::Tensor mem_rows;             // (u*N, H) memory before the update
-  at::Tensor qkv;                  // (u, N, 3H) q | k | v of the memory rows (keys_values())
-  at::Tensor q;                    // (u*N, H) queries (folded attention)
-  at::Tensor q_keys;               // (u*N, nh, H) W_k,h^T q_h (folded attention)
-  at::Tensor mixed;                // (u*N, nh, H) probability-weighted block rows (folded attention)
-  at::Tensor attn_saved;           // what the attention kernel keeps for its backward
-  at::Tensor attn;                 // (u*N, H) heads concatenated
-  RowChain chain;                  // through W_o, LayerNorm_1, the MLP and LayerNorm_2 to mt
-  at::Tensor xh;                   // (u, H) mean of the valid embeddings
-  at::Tensor tanh_mem;             // (u, N, H)
-  at::Tensor gates;                // (u, N, 2H) input gate | forget gate
-  at::Tensor tanh_mt;              // (u, N, H)
-  at::Tensor new_mem;              // (u, N, H)
-};
-
-UpdateParts forward_parts(const at::Tensor& memory, const BlockAttention& a, const BlockLines& lines,
-                          const LayerWeights& w, const MemoryWeightsT& wt, const LayerKernels& kernels) {
+void memory_update_forward(const at::Tensor& memory, const BlockAttention& a, const BlockLines& lines,
+                           const LayerWeights& w, const MemoryWeightsT& wt, const LayerKernels& kernels,
+                           UpdateParts& p) {
   const int64_t u = memory.size(0), N = memory.size(1), H = memory.size(2);
-  UpdateParts p;
+  const at::TensorOptions opts = memory.options();
   p.mem_rows = memory.reshape({u * N, H});
   if (kernels.keys_values()) {
     p.qkv = loop_matmul(kernels, p.mem_rows, wt.w_in, w.b_in).view({u, N, 3 * H});
     p.attn = kernels.attention_forward(a, p.qkv, lines.kv_emb, lines.kv_hid, p.attn_saved).view({u * N, H});
   } else {
     const int64_t nh = a.num_heads;
-    p.q = loop_matmul(kernels, p.mem_rows, wt.w_q, w.b_in.narrow(0, 0, H));
-    p.q_keys = at::empty({u * N, nh, H}, memory.options());
-    kernels.heads_matmul(p.q, wt.w_k, {}, p.q_keys.view({u * N, nh * H}));
-    p.mixed = kernels.folded_attention_forward(a, p.q_keys, memory, lines.emb, lines.hid, p.attn_saved);
-    p.attn = at::empty({u * N, H}, memory.options());
-    kernels.heads_matmul(p.mixed.view({u * N, nh * H}), wt.w_v_t, wt.b_v, p.attn);
+    kernels.loop_matmul(p.mem_rows, wt.w_q, wt.b_q, out_tensor(p.q, {u * N, H}, opts));
+    kernels.heads_matmul(p.q, wt.w_k, {}, out_tensor(p.q_keys, {u * N, nh, H}, opts).view({u * N, nh * H}));
+    kernels.folded_attention_forward(a, p.q_keys, memory, lines.emb, lines.hid, p.mixed, p.attn_saved);
+    kernels.heads_matmul(p.mixed.view({u * N, nh * H}), wt.w_v_t, wt.b_v, out_tensor(p.attn, {u * N, H}, opts));
   }
 
   RowChain& c = p.chain;
@@ -52,20 +33,22 @@ UpdateParts forward_parts(const at::Tensor& memory, const BlockAttention& a, con
     std::tie(c.mt, c.mean2, c.rstd2) = at::native_layer_norm(c.y2_in, {H}, w.ln2_w, w.ln2_b, kLayerNormEps);
   }
 
-  p.xh = kernels.block_mean(a, lines.emb);
-  p.tanh_mem = memory.tanh();
+  kernels.block_mean(a, lines.emb, p.xh);
+  at::tanh_out(out_tensor(p.tanh_mem, {u, N, H}, opts), memory);
   // M' = ig * tanh(Mt) + fg * M, gates = sigma(tanh(M) @ W_gm^T + b_g + xh @ W_gx^T)
-  p.gates = loop_matmul(kernels, p.tanh_mem.reshape({u * N, H}), wt.w_gm, w.b_g).view({u, N, 2 * H});
-  const at::Tensor gx = loop_matmul(kernels, p.xh, wt.w_gx);
+  out_tensor(p.gates, {u, N, 2 * H}, opts);
+  kernels.loop_matmul(p.tanh_mem.view({u * N, H}), wt.w_gm, w.b_g, p.gates.view({u * N, 2 * H}));
+  kernels.loop_matmul(p.xh, wt.w_gx, {}, out_tensor(p.gx, {u, 2 * H}, opts));
   if (kernels.memory_gates_forward) {
-    p.new_mem = kernels.memory_gates_forward(p.gates, gx, c.mt.view({u, N, H}), memory, p.tanh_mt);
+    kernels.memory_gates_forward(p.gates, p.gx, c.mt.view({u, N, H}), memory, p.tanh_mt, p.new_mem);
   } else {
-    p.gates.add_(gx.unsqueeze(1)).sigmoid_();
+    p.gates.add_(p.gx.unsqueeze(1)).sigmoid_();
     p.tanh_mt = c.mt.view({u, N, H}).tanh();
     p.new_mem = p.gates.narrow(2, 0, H) * p.tanh_mt + p.gates.narrow(2, H, H) * memory;
   }
-  return p;
 }
+
+namespace {
 
 // Rows [i H, (i + 1) H) of a (3H, ...) tensor: the queries', keys' or values' part of w_in, b_in.
 at::Tensor in_part(const at::Tensor& t, int64_t i) {
@@ -83,6 +66,7 @@ MemoryWeightsT::MemoryWeightsT(const LayerWeights& w, const LayerKernels& kernel
     w_in = kernels.loop_weight(w.w_in, B * N);
   } else {
     w_q = kernels.loop_weight(in_part(w.w_in, 0), B * N);
+    b_q = in_part(w.b_in, 0);
     for (int64_t h = 0; h < nh; ++h) {
       w_k.push_back(kernels.loop_weight(in_part(w.w_in, 1).narrow(0, h * dh, dh).t(), B * N));
       w_v_t.push_back(kernels.loop_weight(in_part(w.w_in, 2).narrow(0, h * dh, dh), B * N));
@@ -134,19 +118,16 @@ void UpdateWeightGrads::flush() {
   for (WeightGradRows* g : {&gm, &gx, &w2, &w1, &wo, &wq, &wk, &wv}) g->flush();
 }
 
-at::Tensor memory_update_forward(const at::Tensor& memory, const BlockAttention& a, const BlockLines& lines,
-                                 const LayerWeights& w, const MemoryWeightsT& wt, const LayerKernels& kernels) {
-  return forward_parts(memory, a, lines, w, wt, kernels).new_mem;
-}
-
-at::Tensor memory_update_backward(const at::Tensor& memory, const BlockAttention& a, const BlockLines& lines,
-                                  const at::Tensor& grad_new, const LayerWeights& w, const MemoryWeightsT& wt,
-                                  const MemoryWeights& wb, const LayerKernels& kernels, LayerWeights& grads,
-                                  UpdateWeightGrads& weight_grads, BlockLineGrads& d_lines) {
-  const UpdateParts p = forward_parts(memory, a, lines, w, wt, kernels);
+void memory_update_backward(const at::Tensor& memory, const BlockAttention& a, const BlockLines& lines,
+                            const at::Tensor& grad_new, const LayerWeights& w, const MemoryWeightsT& wt,
+                            const MemoryWeights& wb, const LayerKernels& kernels, LayerWeights& grads,
+                            UpdateWeightGrads& weight_grads, BlockLineGrads& d_lines, UpdateParts& p,
+                            UpdateGradParts& gp) {
+  memory_update_forward(memory, a, lines, w, wt, kernels, p);
   const int64_t u = memory.size(0), N = memory.size(1), H = memory.size(2);
+  const at::TensorOptions opts = memory.options();
   // M' = ig * tanh(Mt) + fg * M, gates = sigma(xh @ W_gx^T + tanh(M) @ W_gm^T + b_g)
-  at::Tensor d_mem, d_mt, d_pre, d_xh_pre;
+  at::Tensor &d_mem = gp.d_memory, &d_mt = gp.d_mt, &d_pre = gp.d_pre, &d_xh_pre = gp.d_xh_pre;
   if (kernels.memory_gates_backward) {
     kernels.memory_gates_backward(p.gates, p.tanh_mt, memory, p.tanh_mem, grad_new, wb.w_gm, d_mem, d_mt, d_pre,
                                   d_xh_pre);
@@ -163,11 +144,12 @@ at::Tensor memory_update_backward(const at::Tensor& memory, const BlockAttention
   weight_grads.gm.add(d_pre.view({u * N, 2 * H}), p.tanh_mem.view({u * N, H}));
   weight_grads.gx.add(d_xh_pre, p.xh);
   // xh is the mean of the block's valid embedding rows
-  kernels.block_mean_backward(a, loop_matmul(kernels, d_xh_pre, wb.w_gx), d_lines.emb);
+  kernels.loop_matmul(d_xh_pre, wb.w_gx, {}, out_tensor(gp.d_xh, {u, H}, opts));
+  kernels.block_mean_backward(a, gp.d_xh, d_lines.emb);
 
   // Mt = LayerNorm_2(Y1 + relu(Y1 @ W_1^T + b_1) @ W_2^T + b_2), Y1 = LayerNorm_1(M + A @ W_o^T + b_o)
   const RowChain& c = p.chain;
-  RowChainGrads g;
+  RowChainGrads& g = gp.chain;
   g.ln1_w = grads.ln1_w, g.ln1_b = grads.ln1_b, g.ln2_w = grads.ln2_w, g.ln2_b = grads.ln2_b;
   if (kernels.row_chain_backward) {
     kernels.row_chain_backward(c, d_mt, wb.chain, g);
@@ -215,19 +197,17 @@ at::Tensor memory_update_backward(const at::Tensor& memory, const BlockAttention
     // attn_h = mixed_h @ W_v,h^T + b_v,h; q_keys_h = q_h @ W_k,h; the keys' bias has no gradient
     // (it shifts all of a softmax's scores alike)
     const int64_t nh = a.num_heads;
-    at::Tensor d_mixed = at::empty({u * N, nh, H}, d_attn.options());
     weight_grads.wv.add(d_attn, p.mixed.view({u * N, nh * H}));
-    kernels.heads_matmul(d_attn, wb.w_v, {}, d_mixed.view({u * N, nh * H}));
-    const at::Tensor d_q_keys = kernels.folded_attention_backward(a, p.q_keys, memory, lines.emb, lines.hid,
-                                                                  p.attn_saved, d_mixed, d_mem, d_lines.emb,
-                                                                  d_lines.hid);
-    weight_grads.wk.add(p.q, d_q_keys.view({u * N, nh * H}));
-    at::Tensor d_q = at::empty({u * N, H}, d_attn.options());
-    kernels.heads_matmul(d_q_keys.view({u * N, nh * H}), wb.w_k_t, {}, d_q);
-    weight_grads.wq.add(d_q, p.mem_rows);
-    d_mem.add_(loop_matmul(kernels, d_q, wb.w_q).view({u, N, H}));
+    kernels.heads_matmul(d_attn, wb.w_v, {}, out_tensor(gp.d_mixed, {u * N, nh, H}, opts).view({u * N, nh * H}));
+    kernels.folded_attention_backward(a, p.q_keys, memory, lines.emb, lines.hid, p.attn_saved, gp.d_mixed,
+                                      gp.d_q_keys, d_mem, d_lines.emb, d_lines.hid);
+    const at::Tensor d_q_keys = gp.d_q_keys.view({u * N, nh * H});
+    weight_grads.wk.add(p.q, d_q_keys);
+    kernels.heads_matmul(d_q_keys, wb.w_k_t, {}, out_tensor(gp.d_q, {u * N, H}, opts));
+    weight_grads.wq.add(gp.d_q, p.mem_rows);
+    kernels.loop_matmul(gp.d_q, wb.w_q, {}, out_tensor(gp.d_q_memory, {u * N, H}, opts));
+    d_mem.add_(gp.d_q_memory.view({u, N, H}));
   }
-  return d_mem;
 }
 
 }  // namespace nrnm

@@ -35,6 +35,7 @@ struct BlockLineGrads {
 struct MemoryWeightsT {
   LoopWeight w_in;                // (H, 3H) q | k | v; kernels that read keys and values
   LoopWeight w_q;                 // (H, H); the folded attention (the others' are undefined)
+  at::Tensor b_q;                 // (H,) the queries' bias (a view of b_in); the folded attention
   // The folded attention's per-head weights (LayerKernels::heads_matmul's b and bias):
   std::vector<LoopWeight> w_k;    // nh x (dh, H): W_k,h
   std::vector<LoopWeight> w_v_t;  // nh x (H, dh): W_v,h^T
@@ -73,18 +74,56 @@ struct UpdateWeightGrads {
   void flush();
 };
 
-// The updated memory (u, N, H) of the elements a.elems, whose memory is `memory` (u, N, H).
-at::Tensor memory_update_forward(const at::Tensor& memory, const BlockAttention& a, const BlockLines& lines,
-                                 const LayerWeights& w, const MemoryWeightsT& wt, const LayerKernels& kernels);
+// Intermediates of one memory update; rows of the (u * N, .) matrices are (element, slot). A
+// layer call keeps one for all its updates: the kernels write into the tensors the previous
+// update left where the shapes match (out_tensor, csrc/layer_kernels.h).
+struct UpdateParts {
+  at::Tensor mem_rows;    // (u*N, H) memory before the update (a view of it)
+  at::Tensor qkv;         // (u, N, 3H) q | k | v of the memory rows (keys_values())
+  at::Tensor q;           // (u*N, H) queries (folded attention)
+  at::Tensor q_keys;      // (u*N, nh, H) W_k,h^T q_h (folded attention)
+  at::Tensor mixed;       // (u*N, nh, H) probability-weighted block rows (folded attention)
+  at::Tensor attn_saved;  // what the attention kernel keeps for its backward
+  at::Tensor attn;        // (u*N, H) heads concatenated
+  RowChain chain;         // through W_o, LayerNorm_1, the MLP and LayerNorm_2 to mt
+  at::Tensor xh;          // (u, H) mean of the valid embeddings
+  at::Tensor tanh_mem;    // (u, N, H)
+  at::Tensor gates;       // (u, N, 2H) input gate | forget gate
+  at::Tensor gx;          // (u, 2H) xh @ W_gx^T
+  at::Tensor tanh_mt;     // (u, N, H)
+  at::Tensor new_mem;     // (u, N, H) the updated memory
+};
 
-// Given grad_new (u, N, H), the gradient of the updated memory, returns the gradient of
-// `memory`; adds the gradients of the block rows to d_lines, those of the LayerNorms to
-// `grads` and those of the other weights the update uses to `weight_grads` (or, on the keys |
-// values path, of w_in and b_in to `grads`). Recomputes the forward pass (weights wt); wb
-// holds the weights untransposed for the backward's products.
-at::Tensor memory_update_backward(const at::Tensor& memory, const BlockAttention& a, const BlockLines& lines,
-                                  const at::Tensor& grad_new, const LayerWeights& w, const MemoryWeightsT& wt,
-                                  const MemoryWeights& wb, const LayerKernels& kernels, LayerWeights& grads,
-                                  UpdateWeightGrads& weight_grads, BlockLineGrads& d_lines);
+// The backward's intermediates of one update, kept likewise.
+struct UpdateGradParts {
+  at::Tensor d_memory;    // (u, N, H) the gradient of the memory before the update
+  at::Tensor d_mt;        // (u*N, H)
+  at::Tensor d_pre;       // (u, N, 2H) of the gates' input
+  at::Tensor d_xh_pre;    // (u, 2H) d_pre summed over an element's slots
+  at::Tensor d_xh;        // (u, H)
+  RowChainGrads chain;
+  at::Tensor d_mixed;     // (u*N, nh, H) (folded attention)
+  at::Tensor d_q_keys;    // (u*N, nh, H) (folded attention)
+  at::Tensor d_q;         // (u*N, H) (folded attention)
+  at::Tensor d_q_memory;  // (u*N, H) d_q @ W_q: the memory's gradient through the queries
+};
+
+// Updates the memory (u, N, H) of the elements a.elems: parts.new_mem (u, N, H) is the result.
+// parts.new_mem must not be `memory`'s storage.
+void memory_update_forward(const at::Tensor& memory, const BlockAttention& a, const BlockLines& lines,
+                           const LayerWeights& w, const MemoryWeightsT& wt, const LayerKernels& kernels,
+                           UpdateParts& parts);
+
+// Given grad_new (u, N, H), the gradient of the updated memory, sets grad_parts.d_memory to
+// the gradient of `memory`; adds the gradients of the block rows to d_lines, those of the
+// LayerNorms to `grads` and those of the other weights the update uses to `weight_grads` (or,
+// on the keys | values path, of w_in and b_in to `grads`). Recomputes the forward pass into
+// `parts` (weights wt); wb holds the weights untransposed for the backward's products.
+// grad_parts.d_memory must not be grad_new's storage.
+void memory_update_backward(const at::Tensor& memory, const BlockAttention& a, const BlockLines& lines,
+                            const at::Tensor& grad_new, const LayerWeights& w, const MemoryWeightsT& wt,
+                            const MemoryWeights& wb, const LayerKernels& kernels, LayerWeights& grads,
+                            UpdateWeightGrads& weight_grads, BlockLineGrads& d_lines, UpdateParts& parts,
+                            UpdateGradParts& grad_parts);
 
 }  // namespace nrnm

@@ -267,28 +267,29 @@ void backward_impl(const BlockAttention& a, int64_t N, int64_t H, int64_t B, con
 
 }  // namespace
 
-at::Tensor folded_attention_forward(const BlockAttention& a, const at::Tensor& q_keys, const at::Tensor& memory,
-                                    const at::Tensor& emb, const at::Tensor& hid, at::Tensor& probs) {
+void folded_attention_forward(const BlockAttention& a, const at::Tensor& q_keys, const at::Tensor& memory,
+                              const at::Tensor& emb, const at::Tensor& hid, at::Tensor& mixed, at::Tensor& probs) {
   const int64_t u = memory.size(0), N = memory.size(1), H = memory.size(2), B = emb.size(1);
-  at::Tensor mixed = at::empty_like(q_keys);
-  probs = at::empty({u, a.num_heads, N, N + 2 * a.k}, q_keys.options());
+  TORCH_CHECK(q_keys.is_contiguous(), "nrnm_fast: folded_attention_forward takes contiguous q_keys");
+  out_tensor(mixed, q_keys.sizes(), q_keys.options());
+  out_tensor(probs, {u, a.num_heads, N, N + 2 * a.k}, q_keys.options());
   const at::Tensor mem = memory.contiguous();
   AT_DISPATCH_FLOATING_TYPES(q_keys.scalar_type(), "nrnm_folded_attention_forward", [&] {
     forward_impl<scalar_t>(a, N, H, B, q_keys.data_ptr<scalar_t>(), mem.data_ptr<scalar_t>(),
                            emb.data_ptr<scalar_t>(), hid.data_ptr<scalar_t>(), mixed.data_ptr<scalar_t>(),
                            probs.data_ptr<scalar_t>());
   });
-  return mixed;
 }
 
-at::Tensor folded_attention_backward(const BlockAttention& a, const at::Tensor& q_keys, const at::Tensor& memory,
-                                     const at::Tensor& emb, const at::Tensor& hid, const at::Tensor& probs,
-                                     const at::Tensor& d_mixed, at::Tensor& d_memory, at::Tensor& d_emb,
-                                     at::Tensor& d_hid) {
+void folded_attention_backward(const BlockAttention& a, const at::Tensor& q_keys, const at::Tensor& memory,
+                               const at::Tensor& emb, const at::Tensor& hid, const at::Tensor& probs,
+                               const at::Tensor& d_mixed, at::Tensor& d_q_keys, at::Tensor& d_memory,
+                               at::Tensor& d_emb, at::Tensor& d_hid) {
   const int64_t N = memory.size(1), H = memory.size(2), B = emb.size(1);
   TORCH_CHECK(d_memory.is_contiguous() && d_emb.is_contiguous() && d_hid.is_contiguous(),
               "nrnm_fast: the folded attention's backward adds into contiguous gradients only");
-  at::Tensor d_q_keys = at::empty_like(q_keys);
+  TORCH_CHECK(q_keys.is_contiguous(), "nrnm_fast: folded_attention_backward takes contiguous q_keys");
+  out_tensor(d_q_keys, q_keys.sizes(), q_keys.options());
   const at::Tensor mem = memory.contiguous(), g = d_mixed.contiguous();
   AT_DISPATCH_FLOATING_TYPES(q_keys.scalar_type(), "nrnm_folded_attention_backward", [&] {
     backward_impl<scalar_t>(a, N, H, B, q_keys.data_ptr<scalar_t>(), mem.data_ptr<scalar_t>(),
@@ -296,7 +297,6 @@ at::Tensor folded_attention_backward(const BlockAttention& a, const at::Tensor& 
                             g.data_ptr<scalar_t>(), d_q_keys.data_ptr<scalar_t>(), d_memory.data_ptr<scalar_t>(),
                             d_emb.data_ptr<scalar_t>(), d_hid.data_ptr<scalar_t>());
   });
-  return d_q_keys;
 }
 
 }  // namespace nrnm

@@ -15,17 +15,17 @@
 namespace nrnm {
 
 // q_keys: (u * N, nh, H) the queries in row space, W_k,h^T q_h per head (rows element-major,
-// then slot); memory (u, N, H); emb, hid: (k + T, B, H) time lines. Returns the mixed rows
-// (u * N, nh, H), sum_j p_j z_j per query and head, and writes the probabilities to
+// then slot); memory (u, N, H); emb, hid: (k + T, B, H) time lines. Writes the mixed rows
+// (u * N, nh, H), sum_j p_j z_j per query and head, to mixed and the probabilities to
 // probs (u, nh, N, N + 2k), 0 at masked rows. Scores are scaled by 1 / sqrt(dh).
-at::Tensor folded_attention_forward(const BlockAttention& a, const at::Tensor& q_keys, const at::Tensor& memory,
-                                    const at::Tensor& emb, const at::Tensor& hid, at::Tensor& probs);
+void folded_attention_forward(const BlockAttention& a, const at::Tensor& q_keys, const at::Tensor& memory,
+                              const at::Tensor& emb, const at::Tensor& hid, at::Tensor& mixed, at::Tensor& probs);
 
-// Given d_mixed (u * N, nh, H): returns d_q_keys (u * N, nh, H) and adds the gradients of the
+// Given d_mixed (u * N, nh, H): writes d_q_keys (u * N, nh, H) and adds the gradients of the
 // block rows to d_memory (u, N, H) and to the valid rows of d_emb, d_hid (k + T, B, H).
-at::Tensor folded_attention_backward(const BlockAttention& a, const at::Tensor& q_keys, const at::Tensor& memory,
-                                     const at::Tensor& emb, const at::Tensor& hid, const at::Tensor& probs,
-                                     const at::Tensor& d_mixed, at::Tensor& d_memory, at::Tensor& d_emb,
-                                     at::Tensor& d_hid);
+void folded_attention_backward(const BlockAttention& a, const at::Tensor& q_keys, const at::Tensor& memory,
+                               const at::Tensor& emb, const at::Tensor& hid, const at::Tensor& probs,
+                               const at::Tensor& d_mixed, at::Tensor& d_q_keys, at::Tensor& d_memory,
+                               at::Tensor& d_emb, at::Tensor& d_hid);
 
 }  // namespace nrnm

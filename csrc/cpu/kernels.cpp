@@ -197,18 +197,18 @@ void for_valid_block_rows(const BlockAttention& a, T* line, int64_t B, int64_t H
     for (int64_t r = a.k - a.n_valid[i]; r < a.k; ++r) f(i, r, line + ((a.t + 1 + r) * B + a.elems[i]) * H);
 }
 
-at::Tensor block_mean(const BlockAttention& a, const at::Tensor& emb) {
+void block_mean(const BlockAttention& a, const at::Tensor& emb, at::Tensor& xh) {
   const int64_t u = static_cast<int64_t>(a.elems.size()), B = emb.size(1), H = emb.size(2);
-  at::Tensor xh = at::zeros({u, H}, emb.options());
+  out_tensor(xh, {u, H}, emb.options());
   AT_DISPATCH_FLOATING_TYPES(emb.scalar_type(), "nrnm_block_mean", [&] {
     scalar_t* out = xh.data_ptr<scalar_t>();
+    std::fill(out, out + u * H, scalar_t(0));
     for_valid_block_rows(a, emb.data_ptr<scalar_t>(), B, H, [&](int64_t i, int64_t, const scalar_t* row) {
       for (int64_t d = 0; d < H; ++d) out[i * H + d] += row[d];
     });
     for (int64_t i = 0; i < u; ++i)
       for (int64_t d = 0; d < H; ++d) out[i * H + d] /= static_cast<scalar_t>(a.n_valid[i]);
   });
-  return xh;
 }
 
 void block_mean_backward(const BlockAttention& a, const at::Tensor& d_mean, at::Tensor& d_line) {

@@ -2,6 +2,9 @@
 
 #include <ATen/Dispatch.h>
 
+#include <algorithm>
+#include <vector>
+
 #include "../nrnm_cell.h"
 #include "loop_matmul.h"
 #include "target_clones.h"
@@ -61,24 +64,23 @@ void backward_slot(int64_t H, const double* gates, const double* tanh_mt, const 
 
 }  // namespace
 
-at::Tensor memory_gates_forward(at::Tensor& pre, const at::Tensor& gx, const at::Tensor& mt,
-                                const at::Tensor& memory, at::Tensor& tanh_mt) {
+void memory_gates_forward(at::Tensor& pre, const at::Tensor& gx, const at::Tensor& mt, const at::Tensor& memory,
+                          at::Tensor& tanh_mt, at::Tensor& new_memory) {
   const int64_t u = memory.size(0), N = memory.size(1), H = memory.size(2);
   TORCH_CHECK(pre.is_contiguous() && gx.is_contiguous() && pre.size(2) == 2 * H && gx.size(1) == 2 * H,
               "nrnm_fast: memory_gates_forward takes contiguous (u, N, 2H) and (u, 2H) gate inputs");
   const at::Tensor m = memory.contiguous(), t = mt.contiguous();
-  tanh_mt = at::empty_like(m);
-  at::Tensor new_mem = at::empty_like(m);
+  out_tensor(tanh_mt, m.sizes(), m.options());
+  out_tensor(new_memory, m.sizes(), m.options());
   AT_DISPATCH_FLOATING_TYPES(m.scalar_type(), "nrnm_memory_gates_forward", [&] {
     for (int64_t i = 0; i < u; ++i)
       for (int64_t n = 0; n < N; ++n) {
         const int64_t row = i * N + n;
         forward_slot(H, pre.data_ptr<scalar_t>() + row * 2 * H, gx.data_ptr<scalar_t>() + i * 2 * H,
                      t.data_ptr<scalar_t>() + row * H, m.data_ptr<scalar_t>() + row * H,
-                     tanh_mt.data_ptr<scalar_t>() + row * H, new_mem.data_ptr<scalar_t>() + row * H);
+                     tanh_mt.data_ptr<scalar_t>() + row * H, new_memory.data_ptr<scalar_t>() + row * H);
       }
   });
-  return new_mem;
 }
 
 void memory_gates_backward(const at::Tensor& gates, const at::Tensor& tanh_mt, const at::Tensor& memory,
@@ -88,11 +90,10 @@ void memory_gates_backward(const at::Tensor& gates, const at::Tensor& tanh_mt, c
   TORCH_CHECK(gates.is_contiguous() && tanh_mt.is_contiguous() && tanh_memory.is_contiguous(),
               "nrnm_fast: memory_gates_backward takes the contiguous gates, tanh(Mt) and tanh(M) of the forward");
   const at::Tensor m = memory.contiguous(), g = grad_new.contiguous();
-  d_memory = at::empty_like(m);
-  d_mt = at::empty({u * N, H}, m.options());
-  d_pre = at::empty({u, N, 2 * H}, m.options());
-  d_xh_pre = at::zeros({u, 2 * H}, m.options());
-  const at::Tensor through_tanh = at::empty({u * N, H}, m.options());  // d_pre W_gm
+  out_tensor(d_memory, m.sizes(), m.options());
+  out_tensor(d_mt, {u * N, H}, m.options());
+  out_tensor(d_pre, {u, N, 2 * H}, m.options());
+  out_tensor(d_xh_pre, {u, 2 * H}, m.options());
   AT_DISPATCH_FLOATING_TYPES(m.scalar_type(), "nrnm_memory_gates_backward", [&] {
     using T = scalar_t;
     T *dm = d_memory.data_ptr<T>(), *dp = d_pre.data_ptr<T>(), *dx = d_xh_pre.data_ptr<T>();
@@ -100,11 +101,17 @@ void memory_gates_backward(const at::Tensor& gates, const at::Tensor& tanh_mt, c
       backward_slot(H, gates.data_ptr<T>() + row * 2 * H, tanh_mt.data_ptr<T>() + row * H,
                     m.data_ptr<T>() + row * H, g.data_ptr<T>() + row * H, dm + row * H,
                     d_mt.data_ptr<T>() + row * H, dp + row * 2 * H);
-    for (int64_t i = 0; i < u; ++i)  // xh is shared by the element's slots
+    for (int64_t i = 0; i < u; ++i) {  // xh is shared by the element's slots
+      std::fill(dx + i * 2 * H, dx + (i + 1) * 2 * H, T(0));
       for (int64_t n = 0; n < N; ++n)
         for (int64_t c = 0; c < 2 * H; ++c) dx[i * 2 * H + c] += dp[(i * N + n) * 2 * H + c];
-    cpu_loop_matmul(d_pre.view({u * N, 2 * H}), w_gm, at::Tensor(), through_tanh);
-    const T *tm = tanh_memory.data_ptr<T>(), *tt = through_tanh.data_ptr<T>();
+    }
+    std::vector<T> through_tanh(u * N * H);  // d_pre W_gm
+    if (!raw_matmul(u * N, 2 * H, H, static_cast<const T*>(dp), 2 * H, w_gm, static_cast<const T*>(nullptr),
+                    through_tanh.data(), H))
+      cpu_loop_matmul(d_pre.view({u * N, 2 * H}), w_gm, at::Tensor(),
+                      at::from_blob(through_tanh.data(), {u * N, H}, m.options()));
+    const T *tm = tanh_memory.data_ptr<T>(), *tt = through_tanh.data();
     for (int64_t e = 0; e < u * N * H; ++e) dm[e] += tt[e] * (T(1) - tm[e] * tm[e]);
   });
 }

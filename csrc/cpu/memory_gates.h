@@ -13,9 +13,9 @@ namespace nrnm {
 
 // pre (u, N, 2H): tanh(M) W_gm^T + b_g, overwritten by the gates sigma(pre + gx) (input gate
 // | forget gate); gx (u, 2H): xh W_gx^T, shared by an element's slots; mt, memory (u, N, H).
-// Writes tanh(mt) to tanh_mt (u, N, H) (allocated here) and returns M' (u, N, H).
-at::Tensor memory_gates_forward(at::Tensor& pre, const at::Tensor& gx, const at::Tensor& mt,
-                                const at::Tensor& memory, at::Tensor& tanh_mt);
+// Writes tanh(mt) to tanh_mt (u, N, H) and M' to new_memory (u, N, H).
+void memory_gates_forward(at::Tensor& pre, const at::Tensor& gx, const at::Tensor& mt, const at::Tensor& memory,
+                          at::Tensor& tanh_mt, at::Tensor& new_memory);
 
 // Given grad_new (u, N, H), the gradient of M': sets d_mt (u * N, H), d_pre (u, N, 2H) the
 // gradient of the gates' input, d_xh_pre (u, 2H) its sum over an element's slots, and

@@ -61,8 +61,8 @@ void check_rows(const char* what, const at::Tensor& rx, std::initializer_list<co
 
 }  // namespace
 
-at::Tensor memory_term_forward(const at::Tensor& rx, const at::Tensor& mr, const at::Tensor& m,
-                               const LoopWeight& w_mc_t) {
+void memory_term_forward(const at::Tensor& rx, const at::Tensor& mr, const at::Tensor& m, const LoopWeight& w_mc_t,
+                         at::Tensor& mc) {
   check_rows("memory_term_forward", rx, {&mr, &m});
   const int64_t j = rx.size(0), B = rx.size(1), NH = rx.size(2), H = w_mc_t.b.size(1);
   const at::Tensor rm = at::empty({j * B, NH}, rx.options());
@@ -73,17 +73,15 @@ at::Tensor memory_term_forward(const at::Tensor& rx, const at::Tensor& mr, const
       for (int64_t b = 0; b < B; ++b)
         forward_row(NH, x + t * rx.stride(0) + b * rx.stride(1), pmr + b * NH, pm + b * NH, out + (t * B + b) * NH);
   });
-  at::Tensor mc = at::empty({j, B, H}, rx.options());
-  cpu_loop_matmul(rm, w_mc_t, at::Tensor(), mc.view({j * B, H}));
-  return mc;
+  cpu_loop_matmul(rm, w_mc_t, at::Tensor(), out_tensor(mc, {j, B, H}, rx.options()).view({j * B, H}));
 }
 
-at::Tensor memory_term_backward(const at::Tensor& d_mc, const at::Tensor& rx, const at::Tensor& mr,
-                                const at::Tensor& m, const LoopWeight& w_mc, const at::Tensor& d_m,
-                                const at::Tensor& d_mr) {
+void memory_term_backward(const at::Tensor& d_mc, const at::Tensor& rx, const at::Tensor& mr, const at::Tensor& m,
+                          const LoopWeight& w_mc, const at::Tensor& d_m, const at::Tensor& d_mr, at::Tensor& rm) {
   check_rows("memory_term_backward", rx, {&d_mc, &mr, &m, &d_m, &d_mr});
   const int64_t j = rx.size(0), B = rx.size(1), NH = rx.size(2), H = d_mc.size(2);
-  const at::Tensor d_rm = at::empty({j * B, NH}, rx.options()), rm = at::empty({j * B, NH}, rx.options());
+  const at::Tensor d_rm = at::empty({j * B, NH}, rx.options());
+  out_tensor(rm, {j * B, NH}, rx.options());
   cpu_loop_matmul(d_mc.view({j * B, H}), w_mc, at::Tensor(), d_rm);
   AT_DISPATCH_FLOATING_TYPES(rx.scalar_type(), "nrnm_memory_term_backward", [&] {
     scalar_t* x = rx.data_ptr<scalar_t>();
@@ -96,7 +94,6 @@ at::Tensor memory_term_backward(const at::Tensor& d_mc, const at::Tensor& rx, co
                      pdm + b * NH, pdmr + b * NH);
       }
   });
-  return rm;
 }
 
 }  // namespace nrnm

@@ -12,15 +12,14 @@
 
 namespace nrnm {
 
-// Returns the memory term (j, B, H); w_mc_t is W_mc^T (NH, H).
-at::Tensor memory_term_forward(const at::Tensor& rx, const at::Tensor& mr, const at::Tensor& m,
-                               const LoopWeight& w_mc_t);
+// Writes the memory term (j, B, H) to mc; w_mc_t is W_mc^T (NH, H).
+void memory_term_forward(const at::Tensor& rx, const at::Tensor& mr, const at::Tensor& m, const LoopWeight& w_mc_t,
+                         at::Tensor& mc);
 
 // Given d_mc (j, B, H): overwrites rx with the gradient of x W_xr^T, adds the gradient of m
-// (through r * m) to d_m (B, NH) and that of m W_mr^T to d_mr (B, NH); returns r * m
-// (j * B, NH) for W_mc's gradient. w_mc is W_mc (H, NH).
-at::Tensor memory_term_backward(const at::Tensor& d_mc, const at::Tensor& rx, const at::Tensor& mr,
-                                const at::Tensor& m, const LoopWeight& w_mc, const at::Tensor& d_m,
-                                const at::Tensor& d_mr);
+// (through r * m) to d_m (B, NH) and that of m W_mr^T to d_mr (B, NH); writes r * m
+// (j * B, NH) to rm for W_mc's gradient. w_mc is W_mc (H, NH).
+void memory_term_backward(const at::Tensor& d_mc, const at::Tensor& rx, const at::Tensor& mr, const at::Tensor& m,
+                          const LoopWeight& w_mc, const at::Tensor& d_m, const at::Tensor& d_mr, at::Tensor& rm);
 
 }  // namespace nrnm

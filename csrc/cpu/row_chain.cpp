@@ -103,12 +103,9 @@ void row_chain_forward(const at::Tensor& attn, const at::Tensor& memory_rows, co
   check_contiguous("row_chain_forward", {&attn, &memory_rows, &w.ln1_w, &w.ln1_b, &w.ln2_w, &w.ln2_b});
   const int64_t R = attn.size(0), H = attn.size(1), F = w.b_1.size(0);
   const at::TensorOptions opts = attn.options();
-  out.y1_in = at::empty({R, H}, opts);
-  out.y1 = at::empty({R, H}, opts);
-  out.hid = at::empty({R, F}, opts);
-  out.y2_in = at::empty({R, H}, opts);
-  out.mt = at::empty({R, H}, opts);
-  for (at::Tensor* t : {&out.mean1, &out.rstd1, &out.mean2, &out.rstd2}) *t = at::empty({R, 1}, opts);
+  for (at::Tensor* t : {&out.y1_in, &out.y1, &out.y2_in, &out.mt}) out_tensor(*t, {R, H}, opts);
+  out_tensor(out.hid, {R, F}, opts);
+  for (at::Tensor* t : {&out.mean1, &out.rstd1, &out.mean2, &out.rstd2}) out_tensor(*t, {R, 1}, opts);
   AT_DISPATCH_FLOATING_TYPES(attn.scalar_type(), "nrnm_row_chain_forward", [&] {
     using T = scalar_t;
     cpu_loop_matmul(attn, w.w_o, w.b_o, out.y1_in);
@@ -128,11 +125,9 @@ void row_chain_backward(const RowChain& f, const at::Tensor& d_mt, const RowChai
                                           &grads.ln1_b, &grads.ln2_w, &grads.ln2_b});
   const int64_t R = d_mt.size(0), H = d_mt.size(1), F = f.hid.size(1);
   const at::TensorOptions opts = d_mt.options();
-  grads.d_y2_in = at::empty({R, H}, opts);
-  grads.d_hid = at::empty({R, F}, opts);
-  grads.d_y1_in = at::empty({R, H}, opts);
-  grads.d_attn = at::empty({R, H}, opts);
-  const at::Tensor d_y1 = at::empty({R, H}, opts);
+  for (at::Tensor* t : {&grads.d_y2_in, &grads.d_y1_in, &grads.d_attn}) out_tensor(*t, {R, H}, opts);
+  out_tensor(grads.d_hid, {R, F}, opts);
+  const at::Tensor& d_y1 = grads.d_attn;  // d_attn's storage until d_attn is written, last
   AT_DISPATCH_FLOATING_TYPES(d_mt.scalar_type(), "nrnm_row_chain_backward", [&] {
     using T = scalar_t;
     layer_norm_backward(R, H, ptr<T>(d_mt), ptr<T>(f.y2_in), ptr<T>(f.mean2), ptr<T>(f.rstd2), ptr<T>(w.ln2_w),
