@@ -3,7 +3,7 @@
 #include <ATen/Dispatch.h>
 
 #include <algorithm>
-#include <vector>
+#include <memory>
 
 #include "../nrnm_cell.h"
 #include "loop_matmul.h"
@@ -106,12 +106,12 @@ void memory_gates_backward(const at::Tensor& gates, const at::Tensor& tanh_mt, c
       for (int64_t n = 0; n < N; ++n)
         for (int64_t c = 0; c < 2 * H; ++c) dx[i * 2 * H + c] += dp[(i * N + n) * 2 * H + c];
     }
-    std::vector<T> through_tanh(u * N * H);  // d_pre W_gm
+    const std::unique_ptr<T[]> through_tanh(new T[u * N * H]);  // d_pre W_gm, every element written
     if (!raw_matmul(u * N, 2 * H, H, static_cast<const T*>(dp), 2 * H, w_gm, static_cast<const T*>(nullptr),
-                    through_tanh.data(), H))
+                    through_tanh.get(), H))
       cpu_loop_matmul(d_pre.view({u * N, 2 * H}), w_gm, at::Tensor(),
-                      at::from_blob(through_tanh.data(), {u * N, H}, m.options()));
-    const T *tm = tanh_memory.data_ptr<T>(), *tt = through_tanh.data();
+                      at::from_blob(through_tanh.get(), {u * N, H}, m.options()));
+    const T *tm = tanh_memory.data_ptr<T>(), *tt = through_tanh.get();
     for (int64_t e = 0; e < u * N * H; ++e) dm[e] += tt[e] * (T(1) - tm[e] * tm[e]);
   });
 }
