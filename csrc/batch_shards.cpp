@@ -129,10 +129,10 @@ LayerForward sharded_layer_forward(const at::Tensor& x, const at::Tensor& length
 LayerGrads sharded_layer_backward(const at::Tensor& grad_output, const LayerState& grad_final, const at::Tensor& x,
                                   const at::Tensor& lengths, const LayerState& init, const LayerSaved& saved,
                                   const LayerWeights& w, const LayerConfig& cfg, const LayerKernels& kernels,
-                                  int64_t shards) {
+                                  bool input_grad, int64_t shards) {
   const std::vector<Shard> parts = split(x.size(1), shards);
   if (parts.size() == 1)
-    return layer_backward(grad_output, grad_final, x, lengths, init, saved, w, cfg, kernels);
+    return layer_backward(grad_output, grad_final, x, lengths, init, saved, w, cfg, kernels, input_grad);
 
   const auto saved_parts = saved_blocks(saved, parts);
   std::vector<LayerGrads> results(parts.size());
@@ -140,7 +140,7 @@ LayerGrads sharded_layer_backward(const at::Tensor& grad_output, const LayerStat
     const Shard& s = parts[i];
     results[i] = layer_backward(steps_slice(grad_output, s), slice_state(grad_final, s), steps_slice(x, s),
                                 slice(lengths, 0, s), slice_state(init, s), saved_parts[i], w,
-                                cfg, kernels);
+                                cfg, kernels, input_grad);
   });
 
   LayerGrads grads;
@@ -152,7 +152,7 @@ LayerGrads sharded_layer_backward(const at::Tensor& grad_output, const LayerStat
                            std::tie(per_shard[5], s.ewindow)})
       list.push_back(t);
   }
-  grads.x = at::cat(per_shard[0], 1);
+  if (input_grad) grads.x = at::cat(per_shard[0], 1);
   grads.initial = {at::cat(per_shard[1]), at::cat(per_shard[2]), at::cat(per_shard[3]),
                    at::cat(per_shard[4]), at::cat(per_shard[5]), at::Tensor()};
   std::vector<at::Tensor> weight_grads = results[0].w.list();

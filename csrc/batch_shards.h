@@ -24,6 +24,6 @@ LayerForward sharded_layer_forward(const at::Tensor& x, const at::Tensor& length
 LayerGrads sharded_layer_backward(const at::Tensor& grad_output, const LayerState& grad_final, const at::Tensor& x,
                                   const at::Tensor& lengths, const LayerState& initial, const LayerSaved& saved,
                                   const LayerWeights& w, const LayerConfig& cfg, const LayerKernels& kernels,
-                                  int64_t shards);
+                                  bool input_grad, int64_t shards);
 
 }  // namespace nrnm

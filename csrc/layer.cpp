@@ -237,7 +237,8 @@ LayerForward layer_forward(const at::Tensor& x, const at::Tensor& lengths, const
 
 LayerGrads layer_backward(const at::Tensor& grad_output, const LayerState& grad_final, const at::Tensor& x,
                           const at::Tensor& lengths, const LayerState& init, const LayerSaved& saved,
-                          const LayerWeights& w, const LayerConfig& cfg, const LayerKernels& kernels) {
+                          const LayerWeights& w, const LayerConfig& cfg, const LayerKernels& kernels,
+                          bool input_grad) {
   const Dims d(x, saved.memories[0], cfg);
   const int64_t T = d.T, B = d.B, H = d.H, N = d.N, NH = d.NH, k = d.k;
   const at::Device device = x.device();
@@ -393,7 +394,7 @@ LayerGrads layer_backward(const at::Tensor& grad_output, const LayerState& grad_
   // Weight gradients over all steps at once.
   d_xw.narrow(2, 4 * H + NH, H).copy_(d_e_line.narrow(0, k, T));
   const at::Tensor d_xw_rows = d_xw.view({T * B, d.G});
-  grads.x = at::mm(d_xw_rows, w.w_x).view({T, B, d.D});
+  if (input_grad) grads.x = at::mm(d_xw_rows, w.w_x).view({T, B, d.D});
   grads.w.w_x = at::mm(d_xw_rows.t(), x.reshape({T * B, d.D}));
   grads.w.b_x = d_xw_rows.sum(0);
   // dW_hh = sum_t da_t^T h_{t-1}: step 0 reads h0, step t > 0 the time line's row of step t - 1.

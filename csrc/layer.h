@@ -82,7 +82,7 @@ LayerForward layer_forward(const at::Tensor& x, const at::Tensor& lengths, const
                            bool for_backward = true, const LayerForward* into = nullptr);
 
 struct LayerGrads {
-  at::Tensor x;  // (T, B, D)
+  at::Tensor x;  // (T, B, D); undefined without input_grad
   LayerState initial;  // gradients of h, c, memory, window, ewindow (steps undefined)
   LayerWeights w;
 };
@@ -90,9 +90,11 @@ struct LayerGrads {
 // Gradients of every input given the gradients of the output (T, B, H) and of the final
 // state (h, c, memory, window, ewindow; undefined tensors count as zero). grad_output and x
 // may be batch slices of larger (T, B', .) tensors (each step's rows contiguous); every other
-// tensor is contiguous.
+// tensor is contiguous. Without input_grad the gradient of x is not computed (grads.x stays
+// undefined): the layer's first input rarely needs one, and it is a (T B, G) x (G, D) GEMM.
 LayerGrads layer_backward(const at::Tensor& grad_output, const LayerState& grad_final, const at::Tensor& x,
                           const at::Tensor& lengths, const LayerState& initial, const LayerSaved& saved,
-                          const LayerWeights& w, const LayerConfig& cfg, const LayerKernels& kernels);
+                          const LayerWeights& w, const LayerConfig& cfg, const LayerKernels& kernels,
+                          bool input_grad);
 
 }  // namespace nrnm

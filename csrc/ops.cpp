@@ -89,12 +89,12 @@ LayerBackwardResult layer_backward_cpu(const at::Tensor& grad_output, const at::
                                        const at::Tensor& e_line, const at::Tensor& cells, const at::Tensor& gates,
                                        const at::Tensor& memories, const std::vector<at::Tensor>& weights,
                                        int64_t block_size, int64_t stride, int64_t num_heads,
-                                       bool triton_attention, int64_t batch_shards) {
+                                       bool triton_attention, bool input_grad, int64_t batch_shards) {
   check_cpu_dtype(x);
   check_shards(batch_shards, triton_attention);
   return layer_backward_op(cpu_kernels(triton_attention), grad_output, grad_h, grad_c, grad_memory, grad_window,
                            grad_ewindow, x, lengths, h0, c0, steps0, h_line, e_line, cells, gates, memories, weights,
-                           block_size, stride, num_heads, batch_shards);
+                           block_size, stride, num_heads, input_grad, batch_shards);
 }
 
 }  // namespace
@@ -123,7 +123,7 @@ LayerBackwardResult layer_backward_op(const LayerKernels& kernels, const at::Ten
                                       const at::Tensor& h_line, const at::Tensor& e_line, const at::Tensor& cells,
                                       const at::Tensor& gates, const at::Tensor& memories,
                                       const std::vector<at::Tensor>& weights, int64_t block_size, int64_t stride,
-                                      int64_t num_heads, int64_t batch_shards) {
+                                      int64_t num_heads, bool input_grad, int64_t batch_shards) {
   // The layer's few thousand ATen calls on its own tensors need no autograd or view tracking:
   // skipping those dispatch keys, as ATen's own kernels do below autograd, saves their overhead.
   const at::AutoDispatchBelowADInplaceOrView below_views;
@@ -136,8 +136,9 @@ LayerBackwardResult layer_backward_op(const LayerKernels& kernels, const at::Ten
   const LayerGrads g = sharded_layer_backward(grad_output.contiguous(), grad_final, x.contiguous(),
                                               lengths.contiguous(), init, saved,
                                               LayerWeights::from_list(contiguous(weights)),
-                                              {block_size, stride, num_heads}, kernels, batch_shards);
-  return {g.x, g.initial.h, g.initial.c, g.initial.memory, g.initial.window, g.initial.ewindow, g.w.list()};
+                                              {block_size, stride, num_heads}, kernels, input_grad,
+                                              batch_shards);
+  return {input_grad ? g.x : at::empty({0}, x.options()), g.initial.h, g.initial.c, g.initial.memory, g.initial.window, g.initial.ewindow, g.w.list()};
 }
 
 }  // namespace nrnm
@@ -146,7 +147,8 @@ LayerBackwardResult layer_backward_op(const LayerKernels& kernels, const at::Ten
 // (csrc/triton_attention.h) instead of the device's own. for_backward: keep what
 // layer_backward needs (without it, for inference, cells, gates and memories come back empty).
 // batch_shards: split the batch into this many shards run in parallel on the CPU's threads
-// (csrc/batch_shards.h; 1 on CUDA); the backward takes the forward's.
+// (csrc/batch_shards.h; 1 on CUDA); the backward takes the forward's. input_grad: compute grad_x
+// (without it grad_x comes back empty: x needs no gradient, and its GEMM is skipped).
 TORCH_LIBRARY(nrnm_fast, m) {
   m.def(
       "layer_forward(Tensor x, Tensor lengths, Tensor h0, Tensor c0, Tensor memory0, Tensor window0, "
@@ -158,7 +160,7 @@ TORCH_LIBRARY(nrnm_fast, m) {
       "layer_backward(Tensor grad_output, Tensor grad_h, Tensor grad_c, Tensor grad_memory, Tensor grad_window, "
       "Tensor grad_ewindow, Tensor x, Tensor lengths, Tensor h0, Tensor c0, Tensor steps0, Tensor h_line, "
       "Tensor e_line, Tensor cells, Tensor gates, Tensor memories, Tensor[] weights, int block_size, int stride, "
-      "int num_heads, bool triton_attention, int batch_shards) -> (Tensor grad_x, Tensor grad_h0, Tensor grad_c0, "
+      "int num_heads, bool triton_attention, bool input_grad, int batch_shards) -> (Tensor grad_x, Tensor grad_h0, Tensor grad_c0, "
       "Tensor grad_memory0, Tensor grad_window0, Tensor grad_ewindow0, Tensor[] grad_weights)");
 }
 

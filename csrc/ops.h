@@ -36,6 +36,6 @@ LayerBackwardResult layer_backward_op(const LayerKernels& kernels, const at::Ten
                                       const at::Tensor& h_line, const at::Tensor& e_line, const at::Tensor& cells,
                                       const at::Tensor& gates, const at::Tensor& memories,
                                       const std::vector<at::Tensor>& weights, int64_t block_size, int64_t stride,
-                                      int64_t num_heads, int64_t batch_shards);
+                                      int64_t num_heads, bool input_grad, int64_t batch_shards);
 
 }  // namespace nrnm

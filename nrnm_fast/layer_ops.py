@@ -98,10 +98,10 @@ def _layer_forward_fake(x, lengths, h0, c0, memory0, window0, ewindow0, steps0, 
 @torch.library.register_fake("nrnm_fast::layer_backward")
 def _layer_backward_fake(grad_output, grad_h, grad_c, grad_memory, grad_window, grad_ewindow, x, lengths, h0, c0,
                          steps0, h_line, e_line, cells, gates, memories, weights, block_size, stride, num_heads,
-                         triton_attention, batch_shards):
+                         triton_attention, input_grad, batch_shards):
     B, N, H = memories.shape[1], memories.shape[2], memories.shape[3]
     k = block_size
-    return (torch.empty_like(x), torch.empty_like(h0), torch.empty_like(c0), h0.new_empty(B, N, H),
+    return (torch.empty_like(x) if input_grad else x.new_empty(0), torch.empty_like(h0), torch.empty_like(c0), h0.new_empty(B, N, H),
             h0.new_empty(B, k, H), h0.new_empty(B, k, H), [torch.empty_like(w) for w in weights])
 
 
@@ -124,13 +124,15 @@ def _backward(ctx, grad_output, grad_h, grad_c, grad_memory, grad_window, grad_e
         return g if g is not None else x.new_zeros(shape)
 
     T = x.shape[0]
+    block_size, stride, num_heads, triton, shards = ctx.config
+    input_grad = ctx.needs_input_grad[0]  # the first layer's input usually needs none: its GEMM is skipped
     grads = _ops.layer_backward(
         zeros_if_none(grad_output, T, B, H), zeros_if_none(grad_h, B, H), zeros_if_none(grad_c, B, H),
         zeros_if_none(grad_memory, B, N, H), zeros_if_none(grad_window, B, k, H),
         zeros_if_none(grad_ewindow, B, k, H), x, lengths, h0, c0, steps0, h_line, e_line, cells, gates, memories,
-        weights, *ctx.config)
+        weights, block_size, stride, num_heads, triton, input_grad, shards)
     grad_x, grad_h0, grad_c0, grad_memory0, grad_window0, grad_ewindow0, grad_weights = grads
-    return (grad_x, None, grad_h0, grad_c0, grad_memory0, grad_window0, grad_ewindow0, None, list(grad_weights),
+    return (grad_x if input_grad else None, None, grad_h0, grad_c0, grad_memory0, grad_window0, grad_ewindow0, None, list(grad_weights),
             None, None, None, None, None, None)
 
 

@@ -16,7 +16,8 @@ from .state import NRNMState
 
 
 def outputs_and_grads(
-    model: NRNM, x: Tensor, state: NRNMState, lengths: Optional[Tensor] = None, *, seed: int = 0
+    model: NRNM, x: Tensor, state: NRNMState, lengths: Optional[Tensor] = None, *, seed: int = 0,
+    input_grad: bool = True,
 ) -> dict[str, Tensor]:
     """Run ``model`` once and backpropagate random upstream gradients from every output.
 
@@ -26,12 +27,14 @@ def outputs_and_grads(
         state: the initial :class:`NRNMState`.
         lengths: optional (B,) valid steps per element.
         seed: seeds the upstream gradients, so two runs get the same ones.
+        input_grad: whether ``x`` requires a gradient (as a model's data input usually does not).
 
     Returns:
         name -> tensor: ``output``, every final-state field (``state.h``, ...), and
-        ``grad.<name>`` for the input, every floating initial-state field and every parameter.
+        ``grad.<name>`` for the input (if ``input_grad``), every floating initial-state field
+        and every parameter.
     """
-    x = x.detach().clone().requires_grad_(True)
+    x = x.detach().clone().requires_grad_(input_grad)
     state_in = NRNMState(*(t.detach().clone().requires_grad_(True) for t in state[:5]), state.steps.clone())
     out, final = model(x, state_in, lengths=lengths)
 
@@ -42,7 +45,8 @@ def outputs_and_grads(
     # drawn in float64 and cast, so runs in different dtypes get the same upstream gradients
     upstream = [torch.randn(t.shape, generator=gen, dtype=torch.float64).to(t) for t in differentiable]
     params = dict(model.named_parameters())
-    wrt = {"input": x, **{f"state.{n}": t for n, t in zip(NRNMState._fields, state_in[:5])}, **params}
+    inputs = {"input": x} if input_grad else {}
+    wrt = {**inputs, **{f"state.{n}": t for n, t in zip(NRNMState._fields, state_in[:5])}, **params}
     grads = torch.autograd.grad(differentiable, list(wrt.values()), upstream, allow_unused=True)
     for name, t, g in zip(wrt, wrt.values(), grads):
         results[f"grad.{name}"] = torch.zeros_like(t) if g is None else g

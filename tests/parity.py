@@ -35,8 +35,9 @@ CASES = {
 }
 
 
-def run_case(backend: str, dtype: torch.dtype, case, device: str = "cpu") -> dict:
-    """Every output and gradient of one case (drawn in float64 on the CPU, then cast and moved)."""
+def run_case(backend: str, dtype: torch.dtype, case, device: str = "cpu", input_grad: bool = True) -> dict:
+    """Every output and gradient of one case (drawn in float64 on the CPU, then cast and moved);
+    without input_grad the input needs no gradient, as a model's data usually does not."""
     T, B, L, k, s, N, nh, lengths, steps, *hidden = case
     model = random_model(5, hidden[0] if hidden else 8, num_layers=L, block_size=k, stride=s, num_slots=N, num_heads=nh,
                          backend=backend).to(device=device, dtype=dtype)
@@ -46,7 +47,7 @@ def run_case(backend: str, dtype: torch.dtype, case, device: str = "cpu") -> dic
     state = NRNMState(*(torch.randn(t.shape, generator=gen, dtype=torch.float64).to(t) * 0.5 for t in zero[:5]),
                       torch.tensor(steps, device=device))
     lengths = None if lengths is None else torch.tensor(lengths, device=device)
-    return outputs_and_grads(model, x, state, lengths, seed=11)
+    return outputs_and_grads(model, x, state, lengths, seed=11, input_grad=input_grad)
 
 
 def assert_matches(actual: dict, expected: dict, tol: float):

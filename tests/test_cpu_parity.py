@@ -39,6 +39,18 @@ def test_cpu_matches_reference_float32(case):
     assert_matches(run_case("cpu", torch.float32, CASES[case]), run_case("reference", torch.float32, CASES[case]), 1e-5)
 
 
+@requires_cpu_ext
+@pytest.mark.parametrize("shards", [1, 2])
+@pytest.mark.parametrize("case", ["T17-s-not-dividing-k", "T50-two-layers"])
+def test_cpu_matches_reference_without_input_grad(case, shards):
+    """An input that needs no gradient: the op skips its GEMM; every other gradient is the same
+    (in two layers the second layer's input still needs one)."""
+    with batch_shards(shards, 1):
+        actual = run_case("cpu", torch.float64, CASES[case], input_grad=False)
+    assert "grad.input" not in actual
+    assert_matches(actual, run_case("reference", torch.float64, CASES[case], input_grad=False), 1e-10)
+
+
 @contextlib.contextmanager
 def batch_shards(shards: int, threads: int):
     """The op split into `shards` batch shards (at most the batch) on `threads` torch threads."""

@@ -143,7 +143,7 @@ void run(const Case& cs) {
   const auto ref_grads = torch::autograd::grad(outs, leaves, upstream, false, false, true);
   const nrnm::LayerGrads g = nrnm::layer_backward(
       upstream[0], {upstream[1], upstream[2], upstream[3], upstream[4], upstream[5], Tensor()}, x, lengths, s0,
-      fast.saved, nrnm::LayerWeights::from_list(ws), cfg, nrnm::cpu_kernels(false));
+      fast.saved, nrnm::LayerWeights::from_list(ws), cfg, nrnm::cpu_kernels(false), true);
 
   const std::vector<std::string> names = {"grad x", "grad h0", "grad c0", "grad memory0", "grad window0",
                                           "grad ewindow0"};
