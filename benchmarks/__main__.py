@@ -16,6 +16,9 @@ import tempfile
 
 import pytest
 
+from benchmarks.flops import multiply_adds
+from benchmarks.shapes import LSTM, SHAPES
+
 
 def speed_table(report: dict, device: str = "cpu") -> str:
     """The table of one device's rows of a pytest-benchmark report ("" if it has none)."""
@@ -28,9 +31,12 @@ def speed_table(report: dict, device: str = "cpu") -> str:
     memory = "GPU memory allocated" if device == "cuda" else "resident memory"
     lines = [f"Speed: {where}, torch {info['torch']}; "
              f"median ms of one layer; fwd = inference (no grad), fwd+bwd = one training step; "
+             f"GFLOP/s = the implementation's products (benchmarks/flops.py) over the median, and "
+             f"arithmetic = its products over nn.LSTM's: the time ratio it would have at nn.LSTM's GFLOP/s; "
              f"peak MB = peak extra {memory} of one fwd+bwd",
-             "| shape | mode | impl | median ms | / nn.LSTM | reference / impl | peak MB | / nn.LSTM |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| shape | mode | impl | median ms | / nn.LSTM | GFLOP/s | arithmetic / nn.LSTM | reference / impl "
+             "| peak MB | / nn.LSTM |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     medians, peaks = {}, {}
     for b in rows:
         e = b["extra_info"]
@@ -38,14 +44,19 @@ def speed_table(report: dict, device: str = "cpu") -> str:
         medians[key] = b["stats"]["median"] * 1e3
         if "peak_extra_bytes" in e:
             peaks[key] = e["peak_extra_bytes"] / 2**20
-    for (shape, mode, impl), ms in sorted(medians.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] != "nn.LSTM")):
-        lstm = medians.get((shape, mode, "nn.LSTM"))
+    by_name = {s.name: s for s in SHAPES}
+    for (shape, mode, impl), ms in sorted(medians.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] != LSTM)):
+        lstm = medians.get((shape, mode, LSTM))
         ref = medians.get((shape, mode, "nrnm-reference"))
         vs_lstm = f"{ms / lstm:.2f}x" if lstm else "-"
-        vs_ref = f"{ref / ms:.1f}x" if ref and impl != "nn.LSTM" else "-"
-        peak, lstm_peak = peaks.get((shape, mode, impl)), peaks.get((shape, mode, "nn.LSTM"))
+        vs_ref = f"{ref / ms:.1f}x" if ref and impl != LSTM else "-"
+        macs, lstm_macs = multiply_adds(impl, by_name[shape], mode), multiply_adds(LSTM, by_name[shape], mode)
+        gflops = f"{2 * macs / ms / 1e6:.0f}" if macs else "-"
+        arithmetic = f"{macs / lstm_macs:.2f}x" if macs and impl != LSTM else "-"
+        peak, lstm_peak = peaks.get((shape, mode, impl)), peaks.get((shape, mode, LSTM))
         peak_cols = f"{peak:.0f} | {peak / lstm_peak:.2f}x" if peak is not None and lstm_peak else "- | -"
-        lines.append(f"| {shape} | {mode} | {impl} | {ms:.1f} | {vs_lstm} | {vs_ref} | {peak_cols} |")
+        lines.append(f"| {shape} | {mode} | {impl} | {ms:.1f} | {vs_lstm} | {gflops} | {arithmetic} | {vs_ref} "
+                     f"| {peak_cols} |")
     return "\n".join(lines)
 
 

@@ -49,9 +49,9 @@ LSTM = "nn.LSTM"
 
 
 def _impls(device: str, skip: str) -> list[str]:
-    """nn.LSTM, the fast backends, then the reference: the implementations whose ratio the table
-    reports are timed back to back, before the reference's long run leaves the process (its heap,
-    its caches) in another state."""
+    """nn.LSTM, the fast backends, then the reference: in each shape and mode the implementations
+    whose ratio the table reports are timed back to back, before the reference's long run leaves
+    the process (its heap, its caches) in another state."""
     backends = [b for b in available_backends(device) if b != skip]
     return [LSTM, *(f"nrnm-{b}" for b in sorted(backends, key=lambda b: b == "reference"))]
 

@@ -30,8 +30,8 @@ def _peak_extra_bytes(run) -> int:
     return torch.cuda.max_memory_allocated() - before
 
 
+@pytest.mark.parametrize("impl", CUDA_IMPLS)  # in this order: as benchmarks/test_layer_speed.py
 @pytest.mark.parametrize("mode", ["fwd", "fwd+bwd"])
-@pytest.mark.parametrize("impl", CUDA_IMPLS)
 @pytest.mark.parametrize("shape", selected_shapes(), ids=lambda s: s.name)
 def test_layer_cuda(benchmark, shape, impl, mode):
     module = _cached_module(impl, shape, "cuda")

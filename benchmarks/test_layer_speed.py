@@ -21,8 +21,10 @@ ROUNDS = {"nrnm-reference": 3}  # the reference is slow and steady; everything e
 _cached_module = functools.lru_cache(maxsize=2)(build_module)
 
 
-@pytest.mark.parametrize("mode", ["fwd", "fwd+bwd"])
+# Collected shape by shape, mode by mode, implementation by implementation (IMPLS' order): the
+# times whose ratio the table reports are taken back to back.
 @pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("mode", ["fwd", "fwd+bwd"])
 @pytest.mark.parametrize("shape", selected_shapes(), ids=lambda s: s.name)
 def test_layer(benchmark, shape, impl, mode):
     module = _cached_module(impl, shape)
