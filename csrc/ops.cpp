@@ -138,7 +138,8 @@ LayerBackwardResult layer_backward_op(const LayerKernels& kernels, const at::Ten
                                               LayerWeights::from_list(contiguous(weights)),
                                               {block_size, stride, num_heads}, kernels, input_grad,
                                               batch_shards);
-  return {input_grad ? g.x : at::empty({0}, x.options()), g.initial.h, g.initial.c, g.initial.memory, g.initial.window, g.initial.ewindow, g.w.list()};
+  return {input_grad ? g.x : at::empty({0}, x.options()), g.initial.h, g.initial.c, g.initial.memory,
+          g.initial.window, g.initial.ewindow, g.w.list()};
 }
 
 }  // namespace nrnm
@@ -160,8 +161,9 @@ TORCH_LIBRARY(nrnm_fast, m) {
       "layer_backward(Tensor grad_output, Tensor grad_h, Tensor grad_c, Tensor grad_memory, Tensor grad_window, "
       "Tensor grad_ewindow, Tensor x, Tensor lengths, Tensor h0, Tensor c0, Tensor steps0, Tensor h_line, "
       "Tensor e_line, Tensor cells, Tensor gates, Tensor memories, Tensor[] weights, int block_size, int stride, "
-      "int num_heads, bool triton_attention, bool input_grad, int batch_shards) -> (Tensor grad_x, Tensor grad_h0, Tensor grad_c0, "
-      "Tensor grad_memory0, Tensor grad_window0, Tensor grad_ewindow0, Tensor[] grad_weights)");
+      "int num_heads, bool triton_attention, bool input_grad, int batch_shards) -> (Tensor grad_x, "
+      "Tensor grad_h0, Tensor grad_c0, Tensor grad_memory0, Tensor grad_window0, Tensor grad_ewindow0, "
+      "Tensor[] grad_weights)");
 }
 
 TORCH_LIBRARY_IMPL(nrnm_fast, CPU, m) {

@@ -101,7 +101,8 @@ def _layer_backward_fake(grad_output, grad_h, grad_c, grad_memory, grad_window, 
                          triton_attention, input_grad, batch_shards):
     B, N, H = memories.shape[1], memories.shape[2], memories.shape[3]
     k = block_size
-    return (torch.empty_like(x) if input_grad else x.new_empty(0), torch.empty_like(h0), torch.empty_like(c0), h0.new_empty(B, N, H),
+    grad_x = torch.empty_like(x) if input_grad else x.new_empty(0)
+    return (grad_x, torch.empty_like(h0), torch.empty_like(c0), h0.new_empty(B, N, H),
             h0.new_empty(B, k, H), h0.new_empty(B, k, H), [torch.empty_like(w) for w in weights])
 
 
