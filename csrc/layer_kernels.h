@@ -150,9 +150,10 @@ struct LayerKernels {
   // out (M, N) = a (M, K) @ b (K, N) + bias (N,) (undefined: no bias). a and out may be
   // row-strided views.
   void (*loop_matmul)(const at::Tensor& a, const LoopWeight& b, const at::Tensor& bias, const at::Tensor& out);
-  // w (N, K) as loop_matmul's b = w^T (K, N) for products of up to max_rows rows: a
-  // transposed view, or packed where loop_matmul is faster with it (made once per layer call).
-  LoopWeight (*loop_weight)(const at::Tensor& w, int64_t max_rows);
+  // w (N, K) as loop_matmul's b = w^T (K, N) for `uses` products of up to max_rows rows each: a
+  // transposed view, or packed where loop_matmul is faster with it, packing included (made once
+  // per layer call).
+  LoopWeight (*loop_weight)(const at::Tensor& w, int64_t max_rows, int64_t uses);
 
   // The attention of the N memory queries over the N + 2k rows of each block comes in one of
   // two forms; the other form's functions are null (keys_values() tells which).
@@ -244,7 +245,7 @@ inline void aten_matmul(const at::Tensor& a, const LoopWeight& b, const at::Tens
 }
 
 // loop_weight as a transposed view (the CUDA table's).
-inline LoopWeight transposed_view(const at::Tensor& w, int64_t /*max_rows*/) { return w.t(); }
+inline LoopWeight transposed_view(const at::Tensor& w, int64_t /*max_rows*/, int64_t /*uses*/) { return w.t(); }
 
 // a @ b + bias through kernels.loop_matmul, into a new (M, N) tensor.
 inline at::Tensor loop_matmul(const LayerKernels& kernels, const at::Tensor& a, const LoopWeight& b,

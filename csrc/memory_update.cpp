@@ -60,38 +60,41 @@ at::Tensor in_part(const at::Tensor& t, int64_t i) {
 
 // An update multiplies up to B x N memory rows, and up to B rows for xh and m @ W_mr^T.
 MemoryWeightsT::MemoryWeightsT(const LayerWeights& w, const LayerKernels& kernels, int64_t B, int64_t N,
-                               int64_t nh) {
+                               int64_t nh, int64_t updates) {
   const int64_t H = w.w_o.size(0), dh = H / nh;
   if (kernels.keys_values()) {
-    w_in = kernels.loop_weight(w.w_in, B * N);
+    w_in = kernels.loop_weight(w.w_in, B * N, updates);
   } else {
-    w_q = kernels.loop_weight(in_part(w.w_in, 0), B * N);
+    w_q = kernels.loop_weight(in_part(w.w_in, 0), B * N, updates);
     b_q = in_part(w.b_in, 0);
     for (int64_t h = 0; h < nh; ++h) {
-      w_k.push_back(kernels.loop_weight(in_part(w.w_in, 1).narrow(0, h * dh, dh).t(), B * N));
-      w_v_t.push_back(kernels.loop_weight(in_part(w.w_in, 2).narrow(0, h * dh, dh), B * N));
+      w_k.push_back(kernels.loop_weight(in_part(w.w_in, 1).narrow(0, h * dh, dh).t(), B * N, updates));
+      w_v_t.push_back(kernels.loop_weight(in_part(w.w_in, 2).narrow(0, h * dh, dh), B * N, updates));
       b_v.push_back(in_part(w.b_in, 2).narrow(0, h * dh, dh));
     }
   }
-  chain = {kernels.loop_weight(w.w_o, B * N), kernels.loop_weight(w.w_1, B * N), kernels.loop_weight(w.w_2, B * N),
+  chain = {kernels.loop_weight(w.w_o, B * N, updates),
+           kernels.loop_weight(w.w_1, B * N, updates),
+           kernels.loop_weight(w.w_2, B * N, updates),
            w.b_o, w.b_1, w.b_2, w.ln1_w, w.ln1_b, w.ln2_w, w.ln2_b};
   for (auto [out, weight, rows] : {std::tuple{&w_gm, &w.w_gm, B * N}, std::tuple{&w_gx, &w.w_gx, B},
                                    std::tuple{&w_mr, &w.w_mr, B}})
-    *out = kernels.loop_weight(*weight, rows);
+    *out = kernels.loop_weight(*weight, rows, updates);
 }
 
-MemoryWeights::MemoryWeights(const LayerWeights& w, const LayerKernels& kernels, int64_t B, int64_t N, int64_t nh) {
+MemoryWeights::MemoryWeights(const LayerWeights& w, const LayerKernels& kernels, int64_t B, int64_t N, int64_t nh,
+                             int64_t updates) {
   const int64_t H = w.w_o.size(0), dh = H / nh;
   if (!kernels.keys_values()) {
-    w_q = kernels.loop_weight(in_part(w.w_in, 0).t(), B * N);
+    w_q = kernels.loop_weight(in_part(w.w_in, 0).t(), B * N, updates);
     for (int64_t h = 0; h < nh; ++h) {
-      w_k_t.push_back(kernels.loop_weight(in_part(w.w_in, 1).narrow(0, h * dh, dh), B * N));
-      w_v.push_back(kernels.loop_weight(in_part(w.w_in, 2).narrow(0, h * dh, dh).t(), B * N));
+      w_k_t.push_back(kernels.loop_weight(in_part(w.w_in, 1).narrow(0, h * dh, dh), B * N, updates));
+      w_v.push_back(kernels.loop_weight(in_part(w.w_in, 2).narrow(0, h * dh, dh).t(), B * N, updates));
     }
   }
-  chain = {kernels.loop_weight(w.w_o.t(), B * N),
-           kernels.loop_weight(w.w_1.t(), B * N),
-           kernels.loop_weight(w.w_2.t(), B * N),
+  chain = {kernels.loop_weight(w.w_o.t(), B * N, updates),
+           kernels.loop_weight(w.w_1.t(), B * N, updates),
+           kernels.loop_weight(w.w_2.t(), B * N, updates),
            at::Tensor(),
            at::Tensor(),
            at::Tensor(),
@@ -101,7 +104,7 @@ MemoryWeights::MemoryWeights(const LayerWeights& w, const LayerKernels& kernels,
            w.ln2_b};
   for (auto [out, weight, rows] : {std::tuple{&w_gm, &w.w_gm, B * N}, std::tuple{&w_gx, &w.w_gx, B},
                                    std::tuple{&w_mr, &w.w_mr, B}})
-    *out = kernels.loop_weight(weight->t(), rows);
+    *out = kernels.loop_weight(weight->t(), rows, updates);
 }
 
 UpdateWeightGrads::UpdateWeightGrads(LayerWeights& grads, int64_t num_heads)

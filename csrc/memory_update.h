@@ -31,7 +31,8 @@ struct BlockLineGrads {
 
 // The memory update's weights as the right operands of its products x @ W^T, i.e. W^T (in,
 // out), as LayerKernels::loop_weight makes them (views, or packed copies), once per layer call
-// for a batch of B with N memory slots and nh heads of dh. F MLP features.
+// for a batch of B with N memory slots and nh heads of dh, and `updates` memory updates. F MLP
+// features.
 struct MemoryWeightsT {
   LoopWeight w_in;                // (H, 3H) q | k | v; kernels that read keys and values
   LoopWeight w_q;                 // (H, H); the folded attention (the others' are undefined)
@@ -44,7 +45,7 @@ struct MemoryWeightsT {
   LoopWeight w_gm;  // (H, 2H)
   LoopWeight w_gx;  // (H, 2H)
   LoopWeight w_mr;  // (NH, NH), for m @ W_mr^T after each update
-  MemoryWeightsT(const LayerWeights& w, const LayerKernels& kernels, int64_t B, int64_t N, int64_t nh);
+  MemoryWeightsT(const LayerWeights& w, const LayerKernels& kernels, int64_t B, int64_t N, int64_t nh, int64_t updates);
 };
 
 // The same weights untransposed, W (out, in), for the backward's products d @ W.
@@ -56,7 +57,7 @@ struct MemoryWeights {
   LoopWeight w_gm;  // (2H, H)
   LoopWeight w_gx;  // (2H, H)
   LoopWeight w_mr;  // (NH, NH)
-  MemoryWeights(const LayerWeights& w, const LayerKernels& kernels, int64_t B, int64_t N, int64_t nh);
+  MemoryWeights(const LayerWeights& w, const LayerKernels& kernels, int64_t B, int64_t N, int64_t nh, int64_t updates);
 };
 
 // The memory updates' weight gradients over a whole backward pass, in few GEMMs; flush()

@@ -19,6 +19,11 @@ struct Chunk {
 struct Schedule {
   std::vector<Chunk> chunks;
 
+  // Memory updates in the call: chunks that end with one (of any number of elements).
+  int64_t updates() const {
+    return std::count_if(chunks.begin(), chunks.end(), [](const Chunk& c) { return !c.event.empty(); });
+  }
+
   // Upper bound on the updates of one element in T steps: ceil(T / stride).
   static int64_t max_updates(int64_t T, int64_t stride) { return (T + stride - 1) / stride; }
 

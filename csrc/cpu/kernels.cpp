@@ -177,9 +177,9 @@ void heads_matmul(const at::Tensor& a, const std::vector<LoopWeight>& b, const s
       cpu_loop_matmul(a.narrow(1, h * K, K), b[h], bias.empty() ? at::Tensor() : bias[h], out.narrow(1, h * N, N));
 }
 
-LoopWeight loop_weight(const at::Tensor& w, int64_t max_rows) {
+LoopWeight loop_weight(const at::Tensor& w, int64_t max_rows, int64_t uses) {
   const at::Tensor b = w.t();
-  if (!packed_gemm_pays(max_rows, w.numel())) return b;
+  if (!packed_gemm_pays(max_rows, w.numel(), uses)) return b;
   const int64_t K = b.size(0), N = b.size(1);
   at::Tensor packed = at::empty({K * N}, w.options());
   AT_DISPATCH_FLOATING_TYPES(w.scalar_type(), "nrnm_loop_weight", [&] {

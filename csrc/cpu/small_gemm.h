@@ -35,9 +35,13 @@ void small_gemm(int64_t M, int64_t K, int64_t N, const double* A, int64_t lda, c
 // stay with MKL: at 32 rows the packed loop was 1.1-1.3x alone but no faster in the layer,
 // and the copies (the forward's and the backward's, W and W^T, of W_hh and of every memory
 // weight, per shard: 32 H^2 floats) would take the memory that the larger shapes' budget does
-// not have (docs/cpu.md).
-inline bool packed_gemm_pays(int64_t max_rows, int64_t weight_size) {
-  return max_rows >= 1 && (max_rows <= 16 || (max_rows <= 64 && weight_size <= 32768));
+// not have (docs/cpu.md). And the packing itself (a pass over the weight) must pay: where a
+// call multiplies fewer than 16 rows by the weight in all (a few steps of a small batch, as in
+// streaming), it costs more than it saves.
+inline bool packed_gemm_pays(int64_t max_rows, int64_t weight_size, int64_t uses) {
+  constexpr int64_t kMinPackedRows = 16;
+  return max_rows >= 1 && uses * max_rows >= kMinPackedRows &&
+         (max_rows <= 16 || (max_rows <= 64 && weight_size <= 32768));
 }
 
 // Columns per panel: three AVX2 registers.
