@@ -5,6 +5,7 @@
 
 #include <vector>
 
+#include "loop_weights.h"
 #include "schedule.h"
 
 namespace nrnm {
@@ -72,6 +73,12 @@ void run_shards(size_t count, const F& f) {
   });
 }
 
+// The whole batch's schedule: no shard has more chunks or memory updates.
+Schedule call_schedule(const at::Tensor& steps0, const at::Tensor& lengths, int64_t T, int64_t stride) {
+  const at::Tensor steps_host = steps0.cpu(), len_host = lengths.cpu();
+  return Schedule(steps_host.data_ptr<int64_t>(), len_host.data_ptr<int64_t>(), steps_host.size(0), T, stride);
+}
+
 LayerState slice_state(const LayerState& s, const Shard& shard) {
   return {slice(s.h, 0, shard), slice(s.c, 0, shard), slice(s.memory, 0, shard),
           slice(s.window, 0, shard), slice(s.ewindow, 0, shard), slice(s.steps, 0, shard)};
@@ -99,6 +106,8 @@ LayerForward sharded_layer_forward(const at::Tensor& x, const at::Tensor& length
     whole.saved.memories = at::empty({Schedule::max_updates(T, cfg.stride) + 1, B, N, H}, x.options());
   }
   const auto saved = saved_blocks(whole.saved, parts);
+  // parts[0] is the largest shard
+  const ForwardLoopWeights loop(w, cfg, kernels, parts[0].size, T, call_schedule(init.steps, lengths, T, cfg.stride));
 
   std::vector<LayerForward> results(parts.size());
   run_shards(parts.size(), [&](size_t i) {
@@ -107,7 +116,7 @@ LayerForward sharded_layer_forward(const at::Tensor& x, const at::Tensor& length
     into.output = whole.output.narrow(1, s.begin, s.size);
     into.saved = saved[i];
     results[i] = layer_forward(slice(x, 1, s), slice(lengths, 0, s), slice_state(init, s), w, cfg, kernels,
-                               for_backward, &into);
+                               for_backward, &into, &loop);
   });
 
   std::vector<std::vector<at::Tensor>> final(6);
@@ -135,12 +144,14 @@ LayerGrads sharded_layer_backward(const at::Tensor& grad_output, const LayerStat
     return layer_backward(grad_output, grad_final, x, lengths, init, saved, w, cfg, kernels, input_grad);
 
   const auto saved_parts = saved_blocks(saved, parts);
+  const int64_t T = x.size(0);
+  const BackwardLoopWeights loop(w, cfg, kernels, parts[0].size, T, call_schedule(init.steps, lengths, T, cfg.stride));
   std::vector<LayerGrads> results(parts.size());
   run_shards(parts.size(), [&](size_t i) {
     const Shard& s = parts[i];
     results[i] = layer_backward(steps_slice(grad_output, s), slice_state(grad_final, s), steps_slice(x, s),
                                 slice(lengths, 0, s), slice_state(init, s), saved_parts[i], w,
-                                cfg, kernels, input_grad);
+                                cfg, kernels, input_grad, &loop);
   });
 
   LayerGrads grads;

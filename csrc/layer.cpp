@@ -8,8 +8,10 @@
 #include "layer.h"
 
 #include <algorithm>
+#include <optional>
 #include <utility>
 
+#include "loop_weights.h"
 #include "memory_update.h"
 #include "schedule.h"
 
@@ -116,7 +118,7 @@ struct Dims {
 
 LayerForward layer_forward(const at::Tensor& x, const at::Tensor& lengths, const LayerState& init,
                            const LayerWeights& w, const LayerConfig& cfg, const LayerKernels& kernels,
-                           bool for_backward, const LayerForward* into) {
+                           bool for_backward, const LayerForward* into, const ForwardLoopWeights* loop) {
   const Dims d(x, init.memory, cfg);
   const int64_t T = d.T, B = d.B, H = d.H, N = d.N, NH = d.NH, k = d.k;
   // The schedule is planned on the host: one copy of steps and lengths per call.
@@ -164,7 +166,9 @@ LayerForward layer_forward(const at::Tensor& x, const at::Tensor& lengths, const
     at::Tensor kv_rows = lines.kv_hid.narrow(0, 0, k).view({k * B, 2 * H});
     at::addmm_out(kv_rows, b_kv, saved.h_line.narrow(0, 0, k).view({k * B, H}), w_kv.t());
   }
-  const MemoryWeightsT wt(w, kernels, B, N, d.nh, schedule.updates());
+  std::optional<ForwardLoopWeights> own_loop;
+  const ForwardLoopWeights& lw = loop ? *loop : own_loop.emplace(w, cfg, kernels, B, T, schedule);
+  const MemoryWeightsT& wt = lw.wt;
   at::Tensor mem = init.memory.clone();
   at::Tensor mr = at::addmm(b_r, mem.view({B, NH}), w.w_mr.t());  // m @ W_mr^T + b_r: changes only at updates
   const UpdatePlan plan(schedule, steps0, cfg, B, x.options(), kernels.host_blocks);
@@ -172,9 +176,7 @@ LayerForward layer_forward(const at::Tensor& x, const at::Tensor& lengths, const
   at::Tensor h = init.h.clone(), c = init.c.clone();
   at::Tensor output = place(given.output, {T, B, H}).zero_();
   at::Tensor rec = at::empty({B, 4 * H}, x.options());
-  const int64_t n_chunks = static_cast<int64_t>(schedule.chunks.size());
-  const LoopWeight w_hh_t = kernels.loop_weight(w.w_hh, B, T);  // (H, 4H)
-  const LoopWeight w_mc_t = kernels.loop_weight(w.w_mc, d.s * B, n_chunks);  // (NH, H)
+  const LoopWeight &w_hh_t = lw.w_hh_t, &w_mc_t = lw.w_mc_t;
   // The memory updates' intermediates and the chunks' memory terms: allocated once, reused.
   UpdateParts parts;
   at::Tensor mc;
@@ -239,7 +241,7 @@ LayerForward layer_forward(const at::Tensor& x, const at::Tensor& lengths, const
 LayerGrads layer_backward(const at::Tensor& grad_output, const LayerState& grad_final, const at::Tensor& x,
                           const at::Tensor& lengths, const LayerState& init, const LayerSaved& saved,
                           const LayerWeights& w, const LayerConfig& cfg, const LayerKernels& kernels,
-                          bool input_grad) {
+                          bool input_grad, const BackwardLoopWeights* loop) {
   const Dims d(x, saved.memories[0], cfg);
   const int64_t T = d.T, B = d.B, H = d.H, N = d.N, NH = d.NH, k = d.k;
   const at::Device device = x.device();
@@ -263,11 +265,11 @@ LayerGrads layer_backward(const at::Tensor& grad_output, const LayerState& grad_
   WeightGradRows w_mr_grad(grads.w.w_mr), w_mc_grad(grads.w.w_mc);
 
   const at::Tensor w_xr = w.w_x.narrow(0, 4 * H, NH), b_xr = w.b_x.narrow(0, 4 * H, NH);
-  const MemoryWeightsT wt(w, kernels, B, N, d.nh, schedule.updates());
-  const MemoryWeights wb(w, kernels, B, N, d.nh, schedule.updates());
-  const int64_t n_chunks = static_cast<int64_t>(schedule.chunks.size());
-  const LoopWeight w_hh = kernels.loop_weight(w.w_hh.t(), B, T);  // (4H, H)
-  const LoopWeight w_mc = kernels.loop_weight(w.w_mc.t(), d.s * B, n_chunks);  // (H, NH)
+  std::optional<BackwardLoopWeights> own_loop;
+  const BackwardLoopWeights& lw = loop ? *loop : own_loop.emplace(w, cfg, kernels, B, T, schedule);
+  const MemoryWeightsT& wt = lw.wt;
+  const MemoryWeights& wb = lw.wb;
+  const LoopWeight &w_hh = lw.w_hh, &w_mc = lw.w_mc;
   BlockLines lines{saved.e_line, saved.h_line, at::Tensor(), at::Tensor()};
   if (kernels.keys_values()) {
     const at::Tensor w_kv = w.w_in.narrow(0, H, 2 * H), b_kv = w.b_in.narrow(0, H, 2 * H);

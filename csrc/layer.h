@@ -45,6 +45,9 @@ struct LayerWeights {
   static LayerWeights from_list(const std::vector<at::Tensor>& ws);
 };
 
+struct ForwardLoopWeights;   // csrc/loop_weights.h
+struct BackwardLoopWeights;
+
 struct LayerConfig {
   int64_t block_size;  // k
   int64_t stride;      // s
@@ -77,9 +80,12 @@ struct LayerForward {
 // `into`: where its output and saved tensors are defined, the layer writes them there instead of
 // into new tensors (shapes as above; the output may be a batch slice of a larger (T, B', H)
 // tensor: only each step's (B, H) rows must be contiguous; the saved tensors contiguous).
+// `loop`: the time loop's weights (csrc/loop_weights.h) made by the caller for products of at
+// least B rows (the batch shards share one set); null: made here.
 LayerForward layer_forward(const at::Tensor& x, const at::Tensor& lengths, const LayerState& initial,
                            const LayerWeights& w, const LayerConfig& cfg, const LayerKernels& kernels,
-                           bool for_backward = true, const LayerForward* into = nullptr);
+                           bool for_backward = true, const LayerForward* into = nullptr,
+                           const ForwardLoopWeights* loop = nullptr);
 
 struct LayerGrads {
   at::Tensor x;  // (T, B, D); undefined without input_grad
@@ -92,9 +98,10 @@ struct LayerGrads {
 // may be batch slices of larger (T, B', .) tensors (each step's rows contiguous); every other
 // tensor is contiguous. Without input_grad the gradient of x is not computed (grads.x stays
 // undefined): the layer's first input rarely needs one, and it is a (T B, G) x (G, D) GEMM.
+// `loop` as in layer_forward.
 LayerGrads layer_backward(const at::Tensor& grad_output, const LayerState& grad_final, const at::Tensor& x,
                           const at::Tensor& lengths, const LayerState& initial, const LayerSaved& saved,
                           const LayerWeights& w, const LayerConfig& cfg, const LayerKernels& kernels,
-                          bool input_grad);
+                          bool input_grad, const BackwardLoopWeights* loop = nullptr);
 
 }  // namespace nrnm
