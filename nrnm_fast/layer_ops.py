@@ -112,6 +112,9 @@ def _setup_context(ctx, inputs, output):
     if not for_backward:
         raise RuntimeError("nrnm_fast.layer_forward: call it with for_backward=True when a gradient is needed")
     ctx.config = (block_size, stride, num_heads, triton, shards)  # the saved tensors' layout depends on shards
+    # Outputs without a gradient (the saved tensors always, often the final state) come to the
+    # backward as None, not as zeros of their shape: at T128-B64-H512 those zeros were 128 MB.
+    ctx.set_materialize_grads(False)
     ctx.num_weights = len(weights)
     ctx.save_for_backward(x, lengths, h0, c0, steps0, *output[7:], *weights)
 

@@ -72,6 +72,35 @@ def test_backward_without_input_grad_skips_only_grad_x(batch_shards):
         assert torch.equal(a, b)
 
 
+def test_backward_makes_no_zero_gradients_for_the_saved_tensors():
+    """The op's saved-tensor outputs never get a gradient: autograd must not make zeros of their shapes.
+
+    With autograd's default (materialized gradients) every output without one came to the backward
+    as zeros of its shape: the (T, B, 4H) gates alone are a third of what the forward keeps.
+    """
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    args = _layer_args(True)
+    out = torch.ops.nrnm_fast.layer_forward(*args)
+    grad = torch.randn_like(out[0])
+
+    class Allocations(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.shapes = set()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            result = func(*args, **(kwargs or {}))
+            if any(word in func.__name__ for word in ("zeros", "empty", "full")):
+                self.shapes.add(tuple(result.shape))
+            return result
+
+    with Allocations() as allocations:
+        out[0].backward(grad)
+    assert (2, 4) in allocations.shapes  # the final state's gradients: None, so the autograd formula's zeros
+    assert not {tuple(t.shape) for t in out[7:]} & allocations.shapes
+
+
 @pytest.mark.parametrize("batch_shards", [0, 3])
 def test_batch_shards_out_of_range_is_refused(batch_shards):
     with pytest.raises(RuntimeError, match=r"batch_shards must lie in 1\.\.2 \(the batch\), got " + str(batch_shards)):
