@@ -11,7 +11,7 @@ LayerNorms and softmaxes are not. A multiply-add is two FLOPs.
 - The fast paths (``nrnm-cpu``, ``nrnm-cuda``: one orchestration, csrc/layer.cpp): the algorithm of
   docs/cpu.md, "Where the time goes": input products hoisted, attention for the N memory query
   rows over the block's valid rows with the key and value projections folded, and a backward that
-  recomputes each memory update's forward and the input's memory-gate product.
+  recomputes each memory update's forward (the memory gate r of every step is kept).
 - ``nrnm-reference``: its transcription of the spec: m W_mr^T every step, full self-attention over
   the N + 2k rows of every block; autograd's backward, which skips the products of what needs no
   gradient (x, and the zero initial h and M).
@@ -51,12 +51,11 @@ def fast_multiply_adds(shape: Shape, backward: bool, memory: dict = MEMORY) -> i
     forward = T * B * (G * D + 4 * H * H + NH * H) + per_update + (len(updates) + 1) * mr
     if not backward:
         return forward
-    # Per step: dh W_hh and W_hh's gradient; x W_xr^T recomputed; the hoisted weight's gradient;
-    # the memory term's input and weight gradients. Per update: its forward again and the gradient
-    # of each product (two); m W_mr^T: recomputed, its input and weight gradients (three), and the
-    # final memory's once more.
-    steps = T * B * (8 * H * H + NH * D + G * D + 2 * NH * H)
-    return forward + steps + 3 * per_update + (3 * len(updates) + 3) * mr
+    # Per step: dh W_hh and W_hh's gradient; the hoisted weight's gradient; the memory term's input
+    # and weight gradients. Per update: its forward again and the gradient of each product (two);
+    # m W_mr^T: its input and weight gradients, after each update and for the initial memory.
+    steps = T * B * (8 * H * H + G * D + 2 * NH * H)
+    return forward + steps + 3 * per_update + (2 * len(updates) + 2) * mr
 
 
 def reference_multiply_adds(shape: Shape, backward: bool, memory: dict = MEMORY) -> int:

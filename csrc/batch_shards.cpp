@@ -54,7 +54,8 @@ std::vector<at::Tensor> blocks(const at::Tensor& whole, const std::vector<Shard>
 std::vector<LayerSaved> saved_blocks(const LayerSaved& whole, const std::vector<Shard>& shards) {
   std::vector<LayerSaved> out(shards.size());
   for (at::Tensor LayerSaved::*field :
-       {&LayerSaved::h_line, &LayerSaved::e_line, &LayerSaved::cells, &LayerSaved::gates, &LayerSaved::memories}) {
+       {&LayerSaved::h_line, &LayerSaved::e_line, &LayerSaved::cells, &LayerSaved::gates, &LayerSaved::r,
+        &LayerSaved::memories}) {
     if (!(whole.*field).defined()) continue;
     const std::vector<at::Tensor> b = blocks(whole.*field, shards);
     for (size_t i = 0; i < shards.size(); ++i) out[i].*field = b[i];
@@ -103,6 +104,7 @@ LayerForward sharded_layer_forward(const at::Tensor& x, const at::Tensor& length
   if (for_backward) {  // without it layer_forward gives each shard its own scratch rows
     whole.saved.cells = at::empty({T, B, H}, x.options());
     whole.saved.gates = at::empty({T, B, 4 * H}, x.options());
+    whole.saved.r = at::empty({T, B, N * H}, x.options());
     whole.saved.memories = at::empty({Schedule::max_updates(T, cfg.stride) + 1, B, N, H}, x.options());
   }
   const auto saved = saved_blocks(whole.saved, parts);
@@ -129,7 +131,7 @@ LayerForward sharded_layer_forward(const at::Tensor& x, const at::Tensor& length
   whole.final = {at::cat(final[0]), at::cat(final[1]), at::cat(final[2]),
                  at::cat(final[3]), at::cat(final[4]), at::cat(final[5])};
   if (!for_backward) {  // as layer_forward returns them: empty, and distinct
-    for (at::Tensor* t : {&whole.saved.cells, &whole.saved.gates, &whole.saved.memories})
+    for (at::Tensor* t : {&whole.saved.cells, &whole.saved.gates, &whole.saved.r, &whole.saved.memories})
       *t = at::empty({0}, x.options());
   }
   return whole;

@@ -153,6 +153,7 @@ LayerForward layer_forward(const at::Tensor& x, const at::Tensor& lengths, const
   // Only the backward reads the gates and cells of past steps and the memories before each update.
   saved.cells = place(given.saved.cells, {for_backward ? T : 1, B, H});
   saved.gates = place(given.saved.gates, {for_backward ? T : 1, B, 4 * H});
+  saved.r = place(given.saved.r, {for_backward ? T : 0, B, NH});
   saved.memories =
       place(given.saved.memories, {for_backward ? Schedule::max_updates(T, d.s) + 1 : 0, B, N, H}).zero_();
   if (for_backward) saved.memories[0].copy_(init.memory);
@@ -184,10 +185,13 @@ LayerForward layer_forward(const at::Tensor& x, const at::Tensor& lengths, const
   for (const Chunk& chunk : schedule.chunks) {
     const int64_t t0 = chunk.t0, j = chunk.t1 - chunk.t0 + 1;
     // (r * m) @ W_mc^T for the whole chunk: r depends on x and m only.
+    const at::Tensor r = for_backward ? saved.r.narrow(0, t0, j) : at::Tensor();
     if (kernels.memory_term_forward) {
-      kernels.memory_term_forward(rx.narrow(0, t0, j), mr, mem.view({B, NH}), w_mc_t, mc);
+      kernels.memory_term_forward(rx.narrow(0, t0, j), mr, mem.view({B, NH}), w_mc_t, mc, r);
     } else {
-      const at::Tensor rm = rx.narrow(0, t0, j).add(mr).sigmoid_().mul_(mem.view({1, B, NH}));
+      const at::Tensor rm = rx.narrow(0, t0, j).add(mr).sigmoid_();
+      if (r.defined()) r.copy_(rm);
+      rm.mul_(mem.view({1, B, NH}));
       mc = at::mm(rm.view({j * B, NH}), w.w_mc.t()).view({j, B, H});
     }
     if (kernels.chunk_forward) {
@@ -212,14 +216,14 @@ LayerForward layer_forward(const at::Tensor& x, const at::Tensor& lengths, const
     if (whole_row >= 0) {
       memory_update_forward(mem, a, lines, w, wt, kernels, parts);
       std::swap(mem, parts.new_mem);  // the old memory's storage takes the next update's result
-      kernels.loop_matmul(mem.view({B, NH}), wt.w_mr, b_r, mr);
+      kernels.loop_matmul(mem.view({B, NH}), lw.w_mr_t, b_r, mr);
       if (for_backward) saved.memories.view({-1, N, H}).narrow(0, whole_row, B).copy_(mem);
     } else {
       const at::Tensor& idx = a.elems_index;
       memory_update_forward(mem.index_select(0, idx), a, lines, w, wt, kernels, parts);
       const at::Tensor& new_mem = parts.new_mem;
       mem.index_copy_(0, idx, new_mem);
-      mr.index_copy_(0, idx, loop_matmul(kernels, new_mem.view({-1, NH}), wt.w_mr, b_r));
+      mr.index_copy_(0, idx, loop_matmul(kernels, new_mem.view({-1, NH}), lw.w_mr_t, b_r));
       if (for_backward) saved.memories.view({-1, N, H}).index_copy_(0, plan.slots_after[update], new_mem);
     }
     ++update;
@@ -232,7 +236,7 @@ LayerForward layer_forward(const at::Tensor& x, const at::Tensor& lengths, const
                   saved.e_line.gather(0, rows).transpose(0, 1).contiguous(), init.steps + lengths};
   result.saved = saved;
   if (!for_backward) {  // distinct tensors: op outputs must not alias
-    for (at::Tensor* t : {&result.saved.cells, &result.saved.gates, &result.saved.memories})
+    for (at::Tensor* t : {&result.saved.cells, &result.saved.gates, &result.saved.r, &result.saved.memories})
       *t = at::empty({0}, x.options());
   }
   return result;
@@ -264,7 +268,6 @@ LayerGrads layer_backward(const at::Tensor& grad_output, const LayerState& grad_
   UpdateWeightGrads update_grads(grads.w, d.nh);
   WeightGradRows w_mr_grad(grads.w.w_mr), w_mc_grad(grads.w.w_mc);
 
-  const at::Tensor w_xr = w.w_x.narrow(0, 4 * H, NH), b_xr = w.b_x.narrow(0, 4 * H, NH);
   std::optional<BackwardLoopWeights> own_loop;
   const BackwardLoopWeights& lw = loop ? *loop : own_loop.emplace(w, cfg, kernels, B, T, schedule);
   const MemoryWeightsT& wt = lw.wt;
@@ -291,10 +294,6 @@ LayerGrads layer_backward(const at::Tensor& grad_output, const LayerState& grad_
   // Gradient of the hoisted input GEMM's output: gates | memory gate | embedding, written in place.
   at::Tensor d_xw = at::empty({T, B, d.G}, x.options());
   const at::Tensor d_gates = d_xw.narrow(2, 0, 4 * H), d_rx = d_xw.narrow(2, 4 * H, NH);
-  // x W_xr^T of every step (the memory gates' input part, as in the forward) in one GEMM, in
-  // place of its gradient: each chunk reads its rows before it overwrites them.
-  at::Tensor rx_rows = d_xw.view({T * B, d.G}).narrow(1, 4 * H, NH);
-  at::mm_out(rx_rows, x.reshape({T * B, d.D}), w_xr.t());
   at::Tensor dh_rec = at::empty({B, H}, x.options());
   // (T, B): which elements a step updates, for kernels that run the backward's steps one by one
   const at::Tensor active = kernels.chunk_backward
@@ -306,7 +305,6 @@ LayerGrads layer_backward(const at::Tensor& grad_output, const LayerState& grad_
   size_t update = plan.updates.size();
   const at::Tensor memory_rows = saved.memories.view({-1, N, H});
   at::Tensor mem = memory_rows.index_select(0, index_tensor(plan.final_slots, device));
-  at::Tensor mr = at::addmm(b_xr, mem.view({B, NH}), w.w_mr.t());  // m @ W_mr^T + b_r as in the forward
   // The memory updates' and the chunks' intermediates: allocated once, reused.
   UpdateParts parts;
   UpdateGradParts grad_parts;
@@ -330,7 +328,6 @@ LayerGrads layer_backward(const at::Tensor& grad_output, const LayerState& grad_
                                grad_parts);
         std::swap(d_mem, grad_parts.d_memory);  // d_mem's old storage takes the next update's result
         mem.copy_(before);
-        kernels.loop_matmul(before.view({B, NH}), wt.w_mr, b_xr, mr);
       } else {
         const at::Tensor& idx = a.elems_index;
         const int64_t u = idx.size(0);
@@ -345,7 +342,6 @@ LayerGrads layer_backward(const at::Tensor& grad_output, const LayerState& grad_
                                parts, grad_parts);
         d_mem.index_copy_(0, idx, grad_parts.d_memory);
         mem.index_copy_(0, idx, before);
-        mr.index_copy_(0, idx, loop_matmul(kernels, before.view({u, NH}), wt.w_mr, b_xr));
       }
     }
 
@@ -371,13 +367,12 @@ LayerGrads layer_backward(const at::Tensor& grad_output, const LayerState& grad_
 
     // The chunk's memory term (r * m) @ W_mc^T with r = sigma(x W_xr^T + b_r + m W_mr^T).
     at::Tensor d_rx_chunk = d_rx.narrow(0, t0, j);
-    const at::Tensor d_mc_rows = d_mc.view({j * B, H});
+    const at::Tensor d_mc_rows = d_mc.view({j * B, H}), r = saved.r.narrow(0, t0, j);
     if (kernels.memory_term_backward) {
-      kernels.memory_term_backward(d_mc, d_rx_chunk, mr, mem.view({B, NH}), w_mc, d_mem.view({B, NH}), d_mr, rm);
+      kernels.memory_term_backward(d_mc, r, mem.view({B, NH}), w_mc, d_rx_chunk, d_mem.view({B, NH}), d_mr, rm);
       w_mc_grad.add(d_mc_rows, rm);
     } else {
       const at::Tensor m = mem.view({1, B, NH});
-      const at::Tensor r = d_rx_chunk.add(mr).sigmoid_();
       w_mc_grad.add(d_mc_rows, (r * m).view({j * B, NH}));
       const at::Tensor d_rm = at::mm(d_mc_rows, w.w_mc).view({j, B, NH});
       at::mul_out(d_rx_chunk, d_rm * m, r * (1 - r));

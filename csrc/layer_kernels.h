@@ -210,13 +210,14 @@ struct LayerKernels {
                              RowChainGrads& grads);
 
   // Optional (null: ATen ops in csrc/layer.cpp): a chunk's memory term mc (j, B, H) =
-  // (r * m) W_mc^T, r = sigma(rx + mr), and its backward, one call each (csrc/cpu/memory_term.h:
-  // rx (j, B, NH) step rows, mr and m (B, NH); w_mc_t = W_mc^T, w_mc = W_mc as loop_weight
-  // makes them; the backward sets rm (j * B, NH) = r * m for W_mc's gradient).
+  // (r * m) W_mc^T, r = sigma(rx + mr), and its backward from the r the forward kept, one call
+  // each (csrc/cpu/memory_term.h: rx, r, d_rx (j, B, NH) step rows, mr and m (B, NH); w_mc_t =
+  // W_mc^T, w_mc = W_mc as loop_weight makes them; the backward sets rm (j * B, NH) = r * m for
+  // W_mc's gradient).
   void (*memory_term_forward)(const at::Tensor& rx, const at::Tensor& mr, const at::Tensor& m,
-                              const LoopWeight& w_mc_t, at::Tensor& mc);
-  void (*memory_term_backward)(const at::Tensor& d_mc, const at::Tensor& rx, const at::Tensor& mr,
-                               const at::Tensor& m, const LoopWeight& w_mc, const at::Tensor& d_m,
+                              const LoopWeight& w_mc_t, at::Tensor& mc, const at::Tensor& r);
+  void (*memory_term_backward)(const at::Tensor& d_mc, const at::Tensor& r, const at::Tensor& m,
+                               const LoopWeight& w_mc, const at::Tensor& d_rx, const at::Tensor& d_m,
                                const at::Tensor& d_mr, at::Tensor& rm);
 
   // Adds the valid block rows (u, k, H) to their rows of a time line (k + T, B, H).

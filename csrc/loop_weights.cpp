@@ -13,7 +13,8 @@ ForwardLoopWeights::ForwardLoopWeights(const LayerWeights& w, const LayerConfig&
                                        int64_t B, int64_t T, const Schedule& schedule)
     : wt(w, kernels, B, num_slots(w), cfg.num_heads, schedule.updates()),
       w_hh_t(kernels.loop_weight(w.w_hh, B, T)),
-      w_mc_t(kernels.loop_weight(w.w_mc, cfg.stride * B, num_chunks(schedule))) {}
+      w_mc_t(kernels.loop_weight(w.w_mc, cfg.stride * B, num_chunks(schedule))),
+      w_mr_t(kernels.loop_weight(w.w_mr, B, schedule.updates())) {}
 
 BackwardLoopWeights::BackwardLoopWeights(const LayerWeights& w, const LayerConfig& cfg, const LayerKernels& kernels,
                                          int64_t B, int64_t T, const Schedule& schedule)

@@ -17,6 +17,7 @@ struct ForwardLoopWeights {
   MemoryWeightsT wt;
   LoopWeight w_hh_t;  // (H, 4H) W_hh^T
   LoopWeight w_mc_t;  // (NH, H) W_mc^T
+  LoopWeight w_mr_t;  // (NH, NH) W_mr^T, for m @ W_mr^T after each update
   ForwardLoopWeights(const LayerWeights& w, const LayerConfig& cfg, const LayerKernels& kernels, int64_t B,
                      int64_t T, const Schedule& schedule);
 };

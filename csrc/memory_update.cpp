@@ -58,7 +58,7 @@ at::Tensor in_part(const at::Tensor& t, int64_t i) {
 
 }  // namespace
 
-// An update multiplies up to B x N memory rows, and up to B rows for xh and m @ W_mr^T.
+// An update multiplies up to B x N memory rows, and up to B rows for xh.
 MemoryWeightsT::MemoryWeightsT(const LayerWeights& w, const LayerKernels& kernels, int64_t B, int64_t N,
                                int64_t nh, int64_t updates) {
   const int64_t H = w.w_o.size(0), dh = H / nh;
@@ -77,9 +77,8 @@ MemoryWeightsT::MemoryWeightsT(const LayerWeights& w, const LayerKernels& kernel
            kernels.loop_weight(w.w_1, B * N, updates),
            kernels.loop_weight(w.w_2, B * N, updates),
            w.b_o, w.b_1, w.b_2, w.ln1_w, w.ln1_b, w.ln2_w, w.ln2_b};
-  for (auto [out, weight, rows] : {std::tuple{&w_gm, &w.w_gm, B * N}, std::tuple{&w_gx, &w.w_gx, B},
-                                   std::tuple{&w_mr, &w.w_mr, B}})
-    *out = kernels.loop_weight(*weight, rows, updates);
+  w_gm = kernels.loop_weight(w.w_gm, B * N, updates);
+  w_gx = kernels.loop_weight(w.w_gx, B, updates);
 }
 
 MemoryWeights::MemoryWeights(const LayerWeights& w, const LayerKernels& kernels, int64_t B, int64_t N, int64_t nh,

@@ -32,7 +32,7 @@ struct BlockLineGrads {
 // The memory update's weights as the right operands of its products x @ W^T, i.e. W^T (in,
 // out), as LayerKernels::loop_weight makes them (views, or packed copies), once per layer call
 // for a batch of B with N memory slots and nh heads of dh, and `updates` memory updates. F MLP
-// features.
+// features. (m @ W_mr^T after each update is the layer's: ForwardLoopWeights::w_mr_t.)
 struct MemoryWeightsT {
   LoopWeight w_in;                // (H, 3H) q | k | v; kernels that read keys and values
   LoopWeight w_q;                 // (H, H); the folded attention (the others' are undefined)
@@ -44,7 +44,6 @@ struct MemoryWeightsT {
   RowChainWeights chain;  // W_o^T, W_1^T, W_2^T with the chain's biases and LayerNorms
   LoopWeight w_gm;  // (H, 2H)
   LoopWeight w_gx;  // (H, 2H)
-  LoopWeight w_mr;  // (NH, NH), for m @ W_mr^T after each update
   MemoryWeightsT(const LayerWeights& w, const LayerKernels& kernels, int64_t B, int64_t N, int64_t nh, int64_t updates);
 };
 
@@ -56,7 +55,7 @@ struct MemoryWeights {
   RowChainWeights chain;  // W_o, W_1, W_2 with the LayerNorms' weights (no biases)
   LoopWeight w_gm;  // (2H, H)
   LoopWeight w_gx;  // (2H, H)
-  LoopWeight w_mr;  // (NH, NH)
+  LoopWeight w_mr;  // (NH, NH) for the gradient of m @ W_mr^T
   MemoryWeights(const LayerWeights& w, const LayerKernels& kernels, int64_t B, int64_t N, int64_t nh, int64_t updates);
 };
 

@@ -88,17 +88,17 @@ def _layer_forward_fake(x, lengths, h0, c0, memory0, window0, ewindow0, steps0, 
     k, max_updates = block_size, (T + stride - 1) // stride
     new = x.new_empty
     if for_backward:
-        cells, gates, memories = new(T, B, H), new(T, B, 4 * H), new(max_updates + 1, B, N, H)
+        cells, gates, r, memories = new(T, B, H), new(T, B, 4 * H), new(T, B, N * H), new(max_updates + 1, B, N, H)
     else:
-        cells, gates, memories = new(0), new(0), new(0)
+        cells, gates, r, memories = new(0), new(0), new(0), new(0)
     return (new(T, B, H), new(B, H), new(B, H), new(B, N, H), new(B, k, H), new(B, k, H), steps0.new_empty(B),
-            new(k + T, B, H), new(k + T, B, H), cells, gates, memories)
+            new(k + T, B, H), new(k + T, B, H), cells, gates, r, memories)
 
 
 @torch.library.register_fake("nrnm_fast::layer_backward")
 def _layer_backward_fake(grad_output, grad_h, grad_c, grad_memory, grad_window, grad_ewindow, x, lengths, h0, c0,
-                         steps0, h_line, e_line, cells, gates, memories, weights, block_size, stride, num_heads,
-                         triton_attention, input_grad, batch_shards):
+                         steps0, h_line, e_line, cells, gates, r, memories, weights, block_size, stride,
+                         num_heads, triton_attention, input_grad, batch_shards):
     B, N, H = memories.shape[1], memories.shape[2], memories.shape[3]
     k = block_size
     grad_x = torch.empty_like(x) if input_grad else x.new_empty(0)
@@ -115,12 +115,11 @@ def _setup_context(ctx, inputs, output):
     # Outputs without a gradient (the saved tensors always, often the final state) come to the
     # backward as None, not as zeros of their shape: at T128-B64-H512 those zeros were 128 MB.
     ctx.set_materialize_grads(False)
-    ctx.num_weights = len(weights)
     ctx.save_for_backward(x, lengths, h0, c0, steps0, *output[7:], *weights)
 
 
 def _backward(ctx, grad_output, grad_h, grad_c, grad_memory, grad_window, grad_ewindow, *_unused):
-    x, lengths, h0, c0, steps0, h_line, e_line, cells, gates, memories, *weights = ctx.saved_tensors
+    x, lengths, h0, c0, steps0, h_line, e_line, cells, gates, r, memories, *weights = ctx.saved_tensors
     B, N, H = memories.shape[1], memories.shape[2], memories.shape[3]
     k = ctx.config[0]
 
@@ -133,11 +132,11 @@ def _backward(ctx, grad_output, grad_h, grad_c, grad_memory, grad_window, grad_e
     grads = _ops.layer_backward(
         zeros_if_none(grad_output, T, B, H), zeros_if_none(grad_h, B, H), zeros_if_none(grad_c, B, H),
         zeros_if_none(grad_memory, B, N, H), zeros_if_none(grad_window, B, k, H),
-        zeros_if_none(grad_ewindow, B, k, H), x, lengths, h0, c0, steps0, h_line, e_line, cells, gates, memories,
-        weights, block_size, stride, num_heads, triton, input_grad, shards)
+        zeros_if_none(grad_ewindow, B, k, H), x, lengths, h0, c0, steps0, h_line, e_line, cells, gates, r,
+        memories, weights, block_size, stride, num_heads, triton, input_grad, shards)
     grad_x, grad_h0, grad_c0, grad_memory0, grad_window0, grad_ewindow0, grad_weights = grads
-    return (grad_x if input_grad else None, None, grad_h0, grad_c0, grad_memory0, grad_window0, grad_ewindow0, None, list(grad_weights),
-            None, None, None, None, None, None)
+    return (grad_x if input_grad else None, None, grad_h0, grad_c0, grad_memory0, grad_window0, grad_ewindow0, None,
+            list(grad_weights), None, None, None, None, None, None)
 
 
 torch.library.register_autograd("nrnm_fast::layer_forward", _backward, setup_context=_setup_context)
