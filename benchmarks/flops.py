@@ -11,7 +11,8 @@ LayerNorms and softmaxes are not. A multiply-add is two FLOPs.
 - The fast paths (``nrnm-cpu``, ``nrnm-cuda``: one orchestration, csrc/layer.cpp): the algorithm of
   docs/cpu.md, "Where the time goes": input products hoisted, attention for the N memory query
   rows over the block's valid rows with the key and value projections folded, and a backward that
-  recomputes each memory update's forward (the memory gate r of every step is kept).
+  recomputes each memory update's queries and attention (the forward keeps every step's memory gate
+  r and the outputs of the updates' other products).
 - ``nrnm-reference``: its transcription of the spec: m W_mr^T every step, full self-attention over
   the N + 2k rows of every block; autograd's backward, which skips the products of what needs no
   gradient (x, and the zero initial h and M).
@@ -31,12 +32,14 @@ def lstm_multiply_adds(shape: Shape, backward: bool) -> int:
     return forward * (3 if backward else 1)
 
 
-def _memory_update_products(B: int, H: int, N: int, F: int, nh: int, rows: int) -> int:
+def _memory_update_products(B: int, H: int, N: int, F: int, nh: int, rows: int) -> tuple[int, int]:
     """The fast path's products of one memory update of B elements whose blocks hold `rows`
-    (N memory rows and 2w time-line rows): queries, their folded keys, the attention's scores and
-    mixing, values, output projection, MLP, and both gate products (m W_mr^T counted apart)."""
-    per_element = N * H * H * 4 + 2 * N * H * F + 2 * N * H * H + 2 * H * H + 2 * nh * N * rows * H
-    return B * per_element
+    (N memory rows and 2w time-line rows): all of them (queries, their folded keys, the
+    attention's scores and mixing, values, output projection, MLP, both gate products; m W_mr^T
+    counted apart), and those the backward computes again (queries, folded keys, attention)."""
+    queries_attention = 2 * N * H * H + 2 * nh * N * rows * H
+    rest = 2 * N * H * H + 2 * N * H * F + 2 * N * H * H + 2 * H * H
+    return B * (queries_attention + rest), B * queries_attention
 
 
 def fast_multiply_adds(shape: Shape, backward: bool, memory: dict = MEMORY) -> int:
@@ -45,17 +48,19 @@ def fast_multiply_adds(shape: Shape, backward: bool, memory: dict = MEMORY) -> i
     F, NH = memory.get("mlp_size", H), memory["num_slots"] * H
     G = 4 * H + NH + H  # the hoisted input weight's rows: gates, memory gate, embedding
     updates = [min(k, tau) for tau in range(s, T + 1, s)]  # each update's valid block rows w
-    per_update = sum(_memory_update_products(B, H, N, F, nh, N + 2 * w) for w in updates)
+    products = [_memory_update_products(B, H, N, F, nh, N + 2 * w) for w in updates]
+    per_update, recomputed = sum(p for p, _ in products), sum(r for _, r in products)
     mr = B * NH * NH  # m W_mr^T, once for the initial memory and after each update
 
     forward = T * B * (G * D + 4 * H * H + NH * H) + per_update + (len(updates) + 1) * mr
     if not backward:
         return forward
     # Per step: dh W_hh and W_hh's gradient; the hoisted weight's gradient; the memory term's input
-    # and weight gradients. Per update: its forward again and the gradient of each product (two);
-    # m W_mr^T: its input and weight gradients, after each update and for the initial memory.
+    # and weight gradients. Per update: its queries and attention again and the gradient of each
+    # product (two); m W_mr^T: its input and weight gradients, after each update and for the
+    # initial memory.
     steps = T * B * (8 * H * H + G * D + 2 * NH * H)
-    return forward + steps + 3 * per_update + (2 * len(updates) + 2) * mr
+    return forward + steps + recomputed + 2 * per_update + (2 * len(updates) + 2) * mr
 
 
 def reference_multiply_adds(shape: Shape, backward: bool, memory: dict = MEMORY) -> int:

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "loop_weights.h"
+#include "memory_update.h"
 #include "schedule.h"
 
 namespace nrnm {
@@ -55,7 +56,7 @@ std::vector<LayerSaved> saved_blocks(const LayerSaved& whole, const std::vector<
   std::vector<LayerSaved> out(shards.size());
   for (at::Tensor LayerSaved::*field :
        {&LayerSaved::h_line, &LayerSaved::e_line, &LayerSaved::cells, &LayerSaved::gates, &LayerSaved::r,
-        &LayerSaved::memories}) {
+        &LayerSaved::kept, &LayerSaved::memories}) {
     if (!(whole.*field).defined()) continue;
     const std::vector<at::Tensor> b = blocks(whole.*field, shards);
     for (size_t i = 0; i < shards.size(); ++i) out[i].*field = b[i];
@@ -105,7 +106,9 @@ LayerForward sharded_layer_forward(const at::Tensor& x, const at::Tensor& length
     whole.saved.cells = at::empty({T, B, H}, x.options());
     whole.saved.gates = at::empty({T, B, 4 * H}, x.options());
     whole.saved.r = at::empty({T, B, N * H}, x.options());
-    whole.saved.memories = at::empty({Schedule::max_updates(T, cfg.stride) + 1, B, N, H}, x.options());
+    const int64_t updates = Schedule::max_updates(T, cfg.stride);
+    whole.saved.kept = at::empty({updates, B, N, KeptUpdate::width(H, w.w_1.size(0))}, x.options());
+    whole.saved.memories = at::empty({updates + 1, B, N, H}, x.options());
   }
   const auto saved = saved_blocks(whole.saved, parts);
   // parts[0] is the largest shard
@@ -131,7 +134,8 @@ LayerForward sharded_layer_forward(const at::Tensor& x, const at::Tensor& length
   whole.final = {at::cat(final[0]), at::cat(final[1]), at::cat(final[2]),
                  at::cat(final[3]), at::cat(final[4]), at::cat(final[5])};
   if (!for_backward) {  // as layer_forward returns them: empty, and distinct
-    for (at::Tensor* t : {&whole.saved.cells, &whole.saved.gates, &whole.saved.r, &whole.saved.memories})
+    for (at::Tensor* t : {&whole.saved.cells, &whole.saved.gates, &whole.saved.r, &whole.saved.kept,
+                          &whole.saved.memories})
       *t = at::empty({0}, x.options());
   }
   return whole;

@@ -108,10 +108,11 @@ at::Tensor final_window_rows(const at::Tensor& lengths, int64_t k) {
 }
 
 struct Dims {
-  int64_t T, B, D, H, N, NH, G, k, s, nh;
-  Dims(const at::Tensor& x, const at::Tensor& memory, const LayerConfig& cfg)
+  int64_t T, B, D, H, N, NH, G, F, k, s, nh, kept_width;
+  Dims(const at::Tensor& x, const at::Tensor& memory, const LayerWeights& w, const LayerConfig& cfg)
       : T(x.size(0)), B(x.size(1)), D(x.size(2)), H(memory.size(2)), N(memory.size(1)), NH(N * H),
-        G(4 * H + NH + H), k(cfg.block_size), s(cfg.stride), nh(cfg.num_heads) {}
+        G(4 * H + NH + H), F(w.w_1.size(0)), k(cfg.block_size), s(cfg.stride), nh(cfg.num_heads),
+        kept_width(KeptUpdate::width(H, F)) {}
 };
 
 }  // namespace
@@ -119,7 +120,7 @@ struct Dims {
 LayerForward layer_forward(const at::Tensor& x, const at::Tensor& lengths, const LayerState& init,
                            const LayerWeights& w, const LayerConfig& cfg, const LayerKernels& kernels,
                            bool for_backward, const LayerForward* into, const ForwardLoopWeights* loop) {
-  const Dims d(x, init.memory, cfg);
+  const Dims d(x, init.memory, w, cfg);
   const int64_t T = d.T, B = d.B, H = d.H, N = d.N, NH = d.NH, k = d.k;
   // The schedule is planned on the host: one copy of steps and lengths per call.
   const at::Tensor steps_host = init.steps.cpu(), len_host = lengths.cpu();
@@ -154,6 +155,10 @@ LayerForward layer_forward(const at::Tensor& x, const at::Tensor& lengths, const
   saved.cells = place(given.saved.cells, {for_backward ? T : 1, B, H});
   saved.gates = place(given.saved.gates, {for_backward ? T : 1, B, 4 * H});
   saved.r = place(given.saved.r, {for_backward ? T : 0, B, NH});
+  saved.kept = place(given.saved.kept, {for_backward ? Schedule::max_updates(T, d.s) : 0, B, N, d.kept_width});
+  // The updates' kept blocks, one after the other: update e takes the next u_e rows.
+  const at::Tensor kept_rows = saved.kept.view({-1, N * d.kept_width});
+  int64_t kept_row = 0;
   saved.memories =
       place(given.saved.memories, {for_backward ? Schedule::max_updates(T, d.s) + 1 : 0, B, N, H}).zero_();
   if (for_backward) saved.memories[0].copy_(init.memory);
@@ -213,14 +218,21 @@ LayerForward layer_forward(const at::Tensor& x, const at::Tensor& lengths, const
 
     const BlockAttention& a = plan.updates[update];
     const int64_t whole_row = plan.whole_batch_row[update];
+    const int64_t u = static_cast<int64_t>(a.elems.size());
+    std::optional<KeptUpdate> kept;
+    if (for_backward) {
+      kept.emplace(kept_rows.narrow(0, kept_row, u), u, N, H, d.F);
+      kept_row += u;
+    }
+    const KeptUpdate* keep = kept ? &*kept : nullptr;
     if (whole_row >= 0) {
-      memory_update_forward(mem, a, lines, w, wt, kernels, parts);
+      memory_update_forward(mem, a, lines, w, wt, kernels, parts, keep);
       std::swap(mem, parts.new_mem);  // the old memory's storage takes the next update's result
       kernels.loop_matmul(mem.view({B, NH}), lw.w_mr_t, b_r, mr);
       if (for_backward) saved.memories.view({-1, N, H}).narrow(0, whole_row, B).copy_(mem);
     } else {
       const at::Tensor& idx = a.elems_index;
-      memory_update_forward(mem.index_select(0, idx), a, lines, w, wt, kernels, parts);
+      memory_update_forward(mem.index_select(0, idx), a, lines, w, wt, kernels, parts, keep);
       const at::Tensor& new_mem = parts.new_mem;
       mem.index_copy_(0, idx, new_mem);
       mr.index_copy_(0, idx, loop_matmul(kernels, new_mem.view({-1, NH}), lw.w_mr_t, b_r));
@@ -228,6 +240,7 @@ LayerForward layer_forward(const at::Tensor& x, const at::Tensor& lengths, const
     }
     ++update;
   }
+  kept_rows.narrow(0, kept_row, kept_rows.size(0) - kept_row).zero_();  // the rows no update took: defined
 
   const at::Tensor rows = final_window_rows(lengths, k).unsqueeze(-1).expand({k, B, H});
   LayerForward result;
@@ -236,7 +249,8 @@ LayerForward layer_forward(const at::Tensor& x, const at::Tensor& lengths, const
                   saved.e_line.gather(0, rows).transpose(0, 1).contiguous(), init.steps + lengths};
   result.saved = saved;
   if (!for_backward) {  // distinct tensors: op outputs must not alias
-    for (at::Tensor* t : {&result.saved.cells, &result.saved.gates, &result.saved.r, &result.saved.memories})
+    for (at::Tensor* t : {&result.saved.cells, &result.saved.gates, &result.saved.r, &result.saved.kept,
+                          &result.saved.memories})
       *t = at::empty({0}, x.options());
   }
   return result;
@@ -246,7 +260,7 @@ LayerGrads layer_backward(const at::Tensor& grad_output, const LayerState& grad_
                           const at::Tensor& lengths, const LayerState& init, const LayerSaved& saved,
                           const LayerWeights& w, const LayerConfig& cfg, const LayerKernels& kernels,
                           bool input_grad, const BackwardLoopWeights* loop) {
-  const Dims d(x, saved.memories[0], cfg);
+  const Dims d(x, saved.memories[0], w, cfg);
   const int64_t T = d.T, B = d.B, H = d.H, N = d.N, NH = d.NH, k = d.k;
   const at::Device device = x.device();
   const at::Tensor steps_host = init.steps.cpu(), len_host = lengths.cpu();
@@ -270,7 +284,7 @@ LayerGrads layer_backward(const at::Tensor& grad_output, const LayerState& grad_
 
   std::optional<BackwardLoopWeights> own_loop;
   const BackwardLoopWeights& lw = loop ? *loop : own_loop.emplace(w, cfg, kernels, B, T, schedule);
-  const MemoryWeightsT& wt = lw.wt;
+  const QueryWeightsT& wq = lw.wq;
   const MemoryWeights& wb = lw.wb;
   const LoopWeight &w_hh = lw.w_hh, &w_mc = lw.w_mc;
   BlockLines lines{saved.e_line, saved.h_line, at::Tensor(), at::Tensor()};
@@ -303,6 +317,10 @@ LayerGrads layer_backward(const at::Tensor& grad_output, const LayerState& grad_
   // Memory of each element after its last update, walked back through saved.memories.
   const UpdatePlan plan(schedule, steps0, cfg, B, x.options(), kernels.host_blocks);
   size_t update = plan.updates.size();
+  // The updates' kept blocks (as the forward laid them out), walked back from their end.
+  const at::Tensor kept_rows = saved.kept.view({-1, N * d.kept_width});
+  int64_t kept_row = 0;
+  for (const BlockAttention& a : plan.updates) kept_row += static_cast<int64_t>(a.elems.size());
   const at::Tensor memory_rows = saved.memories.view({-1, N, H});
   at::Tensor mem = memory_rows.index_select(0, index_tensor(plan.final_slots, device));
   // The memory updates' and the chunks' intermediates: allocated once, reused.
@@ -317,6 +335,9 @@ LayerGrads layer_backward(const at::Tensor& grad_output, const LayerState& grad_
     if (!chunk.event.empty()) {
       const BlockAttention& a = plan.updates[--update];
       const int64_t whole_row = plan.whole_batch_row[update];
+      const int64_t u = static_cast<int64_t>(a.elems.size());
+      kept_row -= u;
+      const KeptUpdate kept(kept_rows.narrow(0, kept_row, u), u, N, H, d.F);
       // The updated memory feeds later memory terms directly and through m @ W_mr^T.
       if (whole_row >= 0) {
         kernels.loop_matmul(d_mr, wb.w_mr, {}, grad_new.view({B, NH}));
@@ -324,13 +345,12 @@ LayerGrads layer_backward(const at::Tensor& grad_output, const LayerState& grad_
         w_mr_grad.add(d_mr, mem.view({B, NH}));
         d_mr.zero_();
         const at::Tensor before = memory_rows.narrow(0, whole_row - B, B);
-        memory_update_backward(before, a, lines, grad_new, w, wt, wb, kernels, grads.w, update_grads, d_lines, parts,
-                               grad_parts);
+        memory_update_backward(before, a, lines, kept, grad_new, w, wq, wb, kernels, grads.w, update_grads, d_lines,
+                               parts, grad_parts);
         std::swap(d_mem, grad_parts.d_memory);  // d_mem's old storage takes the next update's result
         mem.copy_(before);
       } else {
         const at::Tensor& idx = a.elems_index;
-        const int64_t u = idx.size(0);
         const at::Tensor d_mr_u = d_mr.index_select(0, idx);
         const at::Tensor grad_new_u =
             d_mem.index_select(0, idx).add_(loop_matmul(kernels, d_mr_u, wb.w_mr).view({u, N, H}));
@@ -338,8 +358,8 @@ LayerGrads layer_backward(const at::Tensor& grad_output, const LayerState& grad_
         d_mr.index_fill_(0, idx, 0);
 
         const at::Tensor before = memory_rows.index_select(0, plan.slots_before[update]);
-        memory_update_backward(before, a, lines, grad_new_u, w, wt, wb, kernels, grads.w, update_grads, d_lines,
-                               parts, grad_parts);
+        memory_update_backward(before, a, lines, kept, grad_new_u, w, wq, wb, kernels, grads.w, update_grads,
+                               d_lines, parts, grad_parts);
         d_mem.index_copy_(0, idx, grad_parts.d_memory);
         mem.index_copy_(0, idx, before);
       }

@@ -66,6 +66,9 @@ struct LayerSaved {
   at::Tensor cells;    // (T, B, H) c' of every step (the previous cell for inactive steps)
   at::Tensor gates;    // (T, B, 4H) activations sigma(i), sigma(f), tanh(g), sigma(o)
   at::Tensor r;        // (T, B, NH) the memory gate sigma(x W_xr^T + b_r + m W_mr^T) of every step
+  // (ceil(T / s), B, N, 5H + F) what the memory updates keep for the backward (csrc/memory_update.h,
+  // KeptUpdate): viewed as rows of N (5H + F), the updates' blocks of u rows one after the other
+  at::Tensor kept;
   at::Tensor memories; // (ceil(T / s) + 1, B, N, H) memory of each element before its e-th update
 };
 
@@ -76,7 +79,7 @@ struct LayerForward {
 };
 
 // Runs the layer. x (T, B, D); lengths (B,) int64 in 1..T. Without for_backward (inference)
-// saved.cells, saved.gates, saved.r and saved.memories come back empty (0 elements): each step's gates
+// saved.cells, .gates, .r, .kept and .memories come back empty (0 elements): each step's gates
 // and cells go to one scratch row, and the memories are not kept.
 // `into`: where its output and saved tensors are defined, the layer writes them there instead of
 // into new tensors (shapes as above; the output may be a batch slice of a larger (T, B', H)

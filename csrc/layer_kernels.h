@@ -208,6 +208,9 @@ struct LayerKernels {
                             RowChain& out);
   void (*row_chain_backward)(const RowChain& f, const at::Tensor& d_mt, const RowChainWeights& w,
                              RowChainGrads& grads);
+  // Optional (null: ATen's layer_norm): the chain's LayerNorms from its y1_in and y2_in, for the
+  // backward's restored update: y1, mean1, rstd1, mt, mean2, rstd2.
+  void (*row_chain_norms)(RowChain& c, const RowChainWeights& w);
 
   // Optional (null: ATen ops in csrc/layer.cpp): a chunk's memory term mc (j, B, H) =
   // (r * m) W_mc^T, r = sigma(rx + mr), and its backward from the r the forward kept, one call

@@ -18,7 +18,7 @@ ForwardLoopWeights::ForwardLoopWeights(const LayerWeights& w, const LayerConfig&
 
 BackwardLoopWeights::BackwardLoopWeights(const LayerWeights& w, const LayerConfig& cfg, const LayerKernels& kernels,
                                          int64_t B, int64_t T, const Schedule& schedule)
-    : wt(w, kernels, B, num_slots(w), cfg.num_heads, schedule.updates()),
+    : wq(w, kernels, B, num_slots(w), cfg.num_heads, schedule.updates()),
       wb(w, kernels, B, num_slots(w), cfg.num_heads, schedule.updates()),
       w_hh(kernels.loop_weight(w.w_hh.t(), B, T)),
       w_mc(kernels.loop_weight(w.w_mc.t(), cfg.stride * B, num_chunks(schedule))) {}

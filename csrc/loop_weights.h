@@ -23,7 +23,7 @@ struct ForwardLoopWeights {
 };
 
 struct BackwardLoopWeights {
-  MemoryWeightsT wt;  // for the memory updates' recomputed forward
+  QueryWeightsT wq;  // for the memory updates' queries and attention, recomputed
   MemoryWeights wb;
   LoopWeight w_hh;  // (4H, H) W_hh
   LoopWeight w_mc;  // (H, NH) W_mc

@@ -5,21 +5,61 @@
 
 namespace nrnm {
 
-void memory_update_forward(const at::Tensor& memory, const BlockAttention& a, const BlockLines& lines,
-                           const LayerWeights& w, const MemoryWeightsT& wt, const LayerKernels& kernels,
-                           UpdateParts& p) {
+namespace {
+
+// The memory rows' queries and their attention over the block: p.mem_rows, and p.qkv, p.attn,
+// p.attn_saved (keys | values) or p.q, p.q_keys, p.mixed, p.attn_saved (folded: p.attn is
+// p.mixed's product with the values' weights, left to the caller).
+void attend(const at::Tensor& memory, const BlockAttention& a, const BlockLines& lines, const LayerWeights& w,
+            const QueryWeightsT& wq, const LayerKernels& kernels, UpdateParts& p) {
   const int64_t u = memory.size(0), N = memory.size(1), H = memory.size(2);
-  const at::TensorOptions opts = memory.options();
   p.mem_rows = memory.reshape({u * N, H});
   if (kernels.keys_values()) {
-    p.qkv = loop_matmul(kernels, p.mem_rows, wt.w_in, w.b_in).view({u, N, 3 * H});
+    p.qkv = loop_matmul(kernels, p.mem_rows, wq.w_in, w.b_in).view({u, N, 3 * H});
     p.attn = kernels.attention_forward(a, p.qkv, lines.kv_emb, lines.kv_hid, p.attn_saved).view({u * N, H});
   } else {
     const int64_t nh = a.num_heads;
-    kernels.loop_matmul(p.mem_rows, wt.w_q, wt.b_q, out_tensor(p.q, {u * N, H}, opts));
-    kernels.heads_matmul(p.q, wt.w_k, {}, out_tensor(p.q_keys, {u * N, nh, H}, opts).view({u * N, nh * H}));
+    const at::TensorOptions opts = memory.options();
+    kernels.loop_matmul(p.mem_rows, wq.w_q, wq.b_q, out_tensor(p.q, {u * N, H}, opts));
+    kernels.heads_matmul(p.q, wq.w_k, {}, out_tensor(p.q_keys, {u * N, nh, H}, opts).view({u * N, nh * H}));
     kernels.folded_attention_forward(a, p.q_keys, memory, lines.emb, lines.hid, p.mixed, p.attn_saved);
-    kernels.heads_matmul(p.mixed.view({u * N, nh * H}), wt.w_v_t, wt.b_v, out_tensor(p.attn, {u * N, H}, opts));
+  }
+}
+
+}  // namespace
+
+KeptUpdate::KeptUpdate(const at::Tensor& block, int64_t u, int64_t N, int64_t H, int64_t F) {
+  const at::Tensor flat = block.view({-1});
+  const int64_t R = u * N;
+  int64_t offset = 0;
+  const auto field = [&](int64_t width) {
+    const at::Tensor t = flat.narrow(0, offset, R * width).view({R, width});
+    offset += R * width;
+    return t;
+  };
+  attn = field(H);
+  y1_in = field(H);
+  hid = field(F);
+  y2_in = field(H);
+  gates = field(2 * H);
+}
+
+void memory_update_forward(const at::Tensor& memory, const BlockAttention& a, const BlockLines& lines,
+                           const LayerWeights& w, const MemoryWeightsT& wt, const LayerKernels& kernels,
+                           UpdateParts& p, const KeptUpdate* kept) {
+  const int64_t u = memory.size(0), N = memory.size(1), H = memory.size(2);
+  const at::TensorOptions opts = memory.options();
+  if (kept) {  // kernels that write into given out tensors write these straight into the kept block
+    p.attn = kept->attn;
+    p.chain.y1_in = kept->y1_in;
+    p.chain.hid = kept->hid;
+    p.chain.y2_in = kept->y2_in;
+    p.gates = kept->gates.view({u, N, 2 * H});
+  }
+  attend(memory, a, lines, w, wt.queries, kernels, p);
+  if (!kernels.keys_values()) {
+    kernels.heads_matmul(p.mixed.view({u * N, a.num_heads * H}), wt.w_v_t, wt.b_v,
+                         out_tensor(p.attn, {u * N, H}, opts));
   }
 
   RowChain& c = p.chain;
@@ -46,9 +86,39 @@ void memory_update_forward(const at::Tensor& memory, const BlockAttention& a, co
     p.tanh_mt = c.mt.view({u, N, H}).tanh();
     p.new_mem = p.gates.narrow(2, 0, H) * p.tanh_mt + p.gates.narrow(2, H, H) * memory;
   }
+  if (kept) {  // what the kernels made elsewhere
+    for (auto [from, to] : {std::tie(p.attn, kept->attn), std::tie(c.y1_in, kept->y1_in), std::tie(c.hid, kept->hid),
+                            std::tie(c.y2_in, kept->y2_in), std::tie(p.gates, kept->gates)})
+      if (from.data_ptr() != to.data_ptr()) to.copy_(from.view_as(to));
+  }
 }
 
 namespace {
+
+// The forward's intermediates of an update that the backward reads, from what it kept: the
+// queries and the attention computed again, the LayerNorms and the element-wise parts too.
+void restore_update(const at::Tensor& memory, const BlockAttention& a, const BlockLines& lines,
+                    const KeptUpdate& kept, const LayerWeights& w, const QueryWeightsT& wq,
+                    const RowChainWeights& chain, const LayerKernels& kernels, UpdateParts& p) {
+  const int64_t u = memory.size(0), N = memory.size(1), H = memory.size(2);
+  const at::TensorOptions opts = memory.options();
+  attend(memory, a, lines, w, wq, kernels, p);
+  p.attn = kept.attn;
+  RowChain& c = p.chain;
+  c.y1_in = kept.y1_in;
+  c.hid = kept.hid;
+  c.y2_in = kept.y2_in;
+  if (kernels.row_chain_norms) {
+    kernels.row_chain_norms(c, chain);
+  } else {
+    std::tie(c.y1, c.mean1, c.rstd1) = at::native_layer_norm(c.y1_in, {H}, w.ln1_w, w.ln1_b, kLayerNormEps);
+    std::tie(c.mt, c.mean2, c.rstd2) = at::native_layer_norm(c.y2_in, {H}, w.ln2_w, w.ln2_b, kLayerNormEps);
+  }
+  kernels.block_mean(a, lines.emb, p.xh);
+  at::tanh_out(out_tensor(p.tanh_mem, {u, N, H}, opts), memory);
+  p.gates = kept.gates.view({u, N, 2 * H});
+  at::tanh_out(out_tensor(p.tanh_mt, {u, N, H}, opts), c.mt.view({u, N, H}));
+}
 
 // Rows [i H, (i + 1) H) of a (3H, ...) tensor: the queries', keys' or values' part of w_in, b_in.
 at::Tensor in_part(const at::Tensor& t, int64_t i) {
@@ -59,16 +129,25 @@ at::Tensor in_part(const at::Tensor& t, int64_t i) {
 }  // namespace
 
 // An update multiplies up to B x N memory rows, and up to B rows for xh.
-MemoryWeightsT::MemoryWeightsT(const LayerWeights& w, const LayerKernels& kernels, int64_t B, int64_t N,
-                               int64_t nh, int64_t updates) {
+QueryWeightsT::QueryWeightsT(const LayerWeights& w, const LayerKernels& kernels, int64_t B, int64_t N, int64_t nh,
+                             int64_t updates) {
   const int64_t H = w.w_o.size(0), dh = H / nh;
   if (kernels.keys_values()) {
     w_in = kernels.loop_weight(w.w_in, B * N, updates);
   } else {
     w_q = kernels.loop_weight(in_part(w.w_in, 0), B * N, updates);
     b_q = in_part(w.b_in, 0);
-    for (int64_t h = 0; h < nh; ++h) {
+    for (int64_t h = 0; h < nh; ++h)
       w_k.push_back(kernels.loop_weight(in_part(w.w_in, 1).narrow(0, h * dh, dh).t(), B * N, updates));
+  }
+}
+
+MemoryWeightsT::MemoryWeightsT(const LayerWeights& w, const LayerKernels& kernels, int64_t B, int64_t N,
+                               int64_t nh, int64_t updates)
+    : queries(w, kernels, B, N, nh, updates) {
+  const int64_t H = w.w_o.size(0), dh = H / nh;
+  if (!kernels.keys_values()) {
+    for (int64_t h = 0; h < nh; ++h) {
       w_v_t.push_back(kernels.loop_weight(in_part(w.w_in, 2).narrow(0, h * dh, dh), B * N, updates));
       b_v.push_back(in_part(w.b_in, 2).narrow(0, h * dh, dh));
     }
@@ -121,11 +200,11 @@ void UpdateWeightGrads::flush() {
 }
 
 void memory_update_backward(const at::Tensor& memory, const BlockAttention& a, const BlockLines& lines,
-                            const at::Tensor& grad_new, const LayerWeights& w, const MemoryWeightsT& wt,
-                            const MemoryWeights& wb, const LayerKernels& kernels, LayerWeights& grads,
-                            UpdateWeightGrads& weight_grads, BlockLineGrads& d_lines, UpdateParts& p,
-                            UpdateGradParts& gp) {
-  memory_update_forward(memory, a, lines, w, wt, kernels, p);
+                            const KeptUpdate& kept, const at::Tensor& grad_new, const LayerWeights& w,
+                            const QueryWeightsT& wq, const MemoryWeights& wb, const LayerKernels& kernels,
+                            LayerWeights& grads, UpdateWeightGrads& weight_grads, BlockLineGrads& d_lines,
+                            UpdateParts& p, UpdateGradParts& gp) {
+  restore_update(memory, a, lines, kept, w, wq, wb.chain, kernels, p);
   const int64_t u = memory.size(0), N = memory.size(1), H = memory.size(2);
   const at::TensorOptions opts = memory.options();
   // M' = ig * tanh(Mt) + fg * M, gates = sigma(xh @ W_gx^T + tanh(M) @ W_gm^T + b_g)

@@ -33,12 +33,21 @@ struct BlockLineGrads {
 // out), as LayerKernels::loop_weight makes them (views, or packed copies), once per layer call
 // for a batch of B with N memory slots and nh heads of dh, and `updates` memory updates. F MLP
 // features. (m @ W_mr^T after each update is the layer's: ForwardLoopWeights::w_mr_t.)
+//
+// The queries' and the attention's (all the backward recomputes, with KeptUpdate):
+struct QueryWeightsT {
+  LoopWeight w_in;              // (H, 3H) q | k | v; kernels that read keys and values
+  LoopWeight w_q;               // (H, H); the folded attention (the others' are undefined)
+  at::Tensor b_q;               // (H,) the queries' bias (a view of b_in); the folded attention
+  std::vector<LoopWeight> w_k;  // nh x (dh, H): W_k,h, the folded attention's (heads_matmul's b)
+  QueryWeightsT(const LayerWeights& w, const LayerKernels& kernels, int64_t B, int64_t N, int64_t nh,
+                int64_t updates);
+};
+
+// All of them, for the forward:
 struct MemoryWeightsT {
-  LoopWeight w_in;                // (H, 3H) q | k | v; kernels that read keys and values
-  LoopWeight w_q;                 // (H, H); the folded attention (the others' are undefined)
-  at::Tensor b_q;                 // (H,) the queries' bias (a view of b_in); the folded attention
-  // The folded attention's per-head weights (LayerKernels::heads_matmul's b and bias):
-  std::vector<LoopWeight> w_k;    // nh x (dh, H): W_k,h
+  QueryWeightsT queries;
+  // The folded attention's values (LayerKernels::heads_matmul's b and bias):
   std::vector<LoopWeight> w_v_t;  // nh x (H, dh): W_v,h^T
   std::vector<at::Tensor> b_v;    // nh x (dh,): b_v,h (views of b_in)
   RowChainWeights chain;  // W_o^T, W_1^T, W_2^T with the chain's biases and LayerNorms
@@ -108,22 +117,36 @@ struct UpdateGradParts {
   at::Tensor d_q_memory;  // (u*N, H) d_q @ W_q: the memory's gradient through the queries
 };
 
+// What the forward keeps of one memory update for the backward: the outputs of its products
+// after the attention, for its u x N memory rows. Views of the update's block (u, N * width(H,
+// F)), contiguous, each field a contiguous part of it.
+struct KeptUpdate {
+  at::Tensor attn;   // (u*N, H) heads concatenated
+  at::Tensor y1_in;  // (u*N, H) memory + attn @ W_o^T + b_o
+  at::Tensor hid;    // (u*N, F) relu(y1 @ W_1^T + b_1)
+  at::Tensor y2_in;  // (u*N, H) y1 + hid @ W_2^T + b_2
+  at::Tensor gates;  // (u*N, 2H) input gate | forget gate
+  KeptUpdate(const at::Tensor& block, int64_t u, int64_t N, int64_t H, int64_t F);
+  static int64_t width(int64_t H, int64_t F) { return 5 * H + F; }
+};
+
 // Updates the memory (u, N, H) of the elements a.elems: parts.new_mem (u, N, H) is the result.
-// parts.new_mem must not be `memory`'s storage.
+// parts.new_mem must not be `memory`'s storage. Writes `kept` where it is given.
 void memory_update_forward(const at::Tensor& memory, const BlockAttention& a, const BlockLines& lines,
                            const LayerWeights& w, const MemoryWeightsT& wt, const LayerKernels& kernels,
-                           UpdateParts& parts);
+                           UpdateParts& parts, const KeptUpdate* kept = nullptr);
 
 // Given grad_new (u, N, H), the gradient of the updated memory, sets grad_parts.d_memory to
 // the gradient of `memory`; adds the gradients of the block rows to d_lines, those of the
 // LayerNorms to `grads` and those of the other weights the update uses to `weight_grads` (or,
-// on the keys | values path, of w_in and b_in to `grads`). Recomputes the forward pass into
-// `parts` (weights wt); wb holds the weights untransposed for the backward's products.
-// grad_parts.d_memory must not be grad_new's storage.
+// on the keys | values path, of w_in and b_in to `grads`). Restores the forward's intermediates
+// into `parts` from what it kept, recomputing the queries and the attention (weights wq); wb
+// holds the weights untransposed for the backward's products. grad_parts.d_memory must not
+// be grad_new's storage.
 void memory_update_backward(const at::Tensor& memory, const BlockAttention& a, const BlockLines& lines,
-                            const at::Tensor& grad_new, const LayerWeights& w, const MemoryWeightsT& wt,
-                            const MemoryWeights& wb, const LayerKernels& kernels, LayerWeights& grads,
-                            UpdateWeightGrads& weight_grads, BlockLineGrads& d_lines, UpdateParts& parts,
-                            UpdateGradParts& grad_parts);
+                            const KeptUpdate& kept, const at::Tensor& grad_new, const LayerWeights& w,
+                            const QueryWeightsT& wq, const MemoryWeights& wb, const LayerKernels& kernels,
+                            LayerWeights& grads, UpdateWeightGrads& weight_grads, BlockLineGrads& d_lines,
+                            UpdateParts& parts, UpdateGradParts& grad_parts);
 
 }  // namespace nrnm

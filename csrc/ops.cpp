@@ -87,14 +87,14 @@ LayerBackwardResult layer_backward_cpu(const at::Tensor& grad_output, const at::
                                        const at::Tensor& x, const at::Tensor& lengths, const at::Tensor& h0,
                                        const at::Tensor& c0, const at::Tensor& steps0, const at::Tensor& h_line,
                                        const at::Tensor& e_line, const at::Tensor& cells, const at::Tensor& gates,
-                                       const at::Tensor& r, const at::Tensor& memories,
+                                       const at::Tensor& r, const at::Tensor& kept, const at::Tensor& memories,
                                        const std::vector<at::Tensor>& weights,
                                        int64_t block_size, int64_t stride, int64_t num_heads,
                                        bool triton_attention, bool input_grad, int64_t batch_shards) {
   check_cpu_dtype(x);
   check_shards(batch_shards, triton_attention);
   return layer_backward_op(cpu_kernels(triton_attention), grad_output, grad_h, grad_c, grad_memory, grad_window,
-                           grad_ewindow, x, lengths, h0, c0, steps0, h_line, e_line, cells, gates, r, memories,
+                           grad_ewindow, x, lengths, h0, c0, steps0, h_line, e_line, cells, gates, r, kept, memories,
                            weights, block_size, stride, num_heads, input_grad, batch_shards);
 }
 
@@ -113,7 +113,7 @@ LayerForwardResult layer_forward_op(const LayerKernels& kernels, const at::Tenso
                                                LayerWeights::from_list(contiguous(weights)),
                                                {block_size, stride, num_heads}, kernels, for_backward, batch_shards);
   return {f.output, f.final.h, f.final.c, f.final.memory, f.final.window, f.final.ewindow, f.final.steps,
-          f.saved.h_line, f.saved.e_line, f.saved.cells, f.saved.gates, f.saved.r, f.saved.memories};
+          f.saved.h_line, f.saved.e_line, f.saved.cells, f.saved.gates, f.saved.r, f.saved.kept, f.saved.memories};
 }
 
 LayerBackwardResult layer_backward_op(const LayerKernels& kernels, const at::Tensor& grad_output,
@@ -122,7 +122,8 @@ LayerBackwardResult layer_backward_op(const LayerKernels& kernels, const at::Ten
                                       const at::Tensor& grad_ewindow, const at::Tensor& x, const at::Tensor& lengths,
                                       const at::Tensor& h0, const at::Tensor& c0, const at::Tensor& steps0,
                                       const at::Tensor& h_line, const at::Tensor& e_line, const at::Tensor& cells,
-                                      const at::Tensor& gates, const at::Tensor& r, const at::Tensor& memories,
+                                      const at::Tensor& gates, const at::Tensor& r, const at::Tensor& kept,
+                                      const at::Tensor& memories,
                                       const std::vector<at::Tensor>& weights, int64_t block_size, int64_t stride,
                                       int64_t num_heads, bool input_grad, int64_t batch_shards) {
   // The layer's few thousand ATen calls on its own tensors need no autograd or view tracking:
@@ -133,7 +134,7 @@ LayerBackwardResult layer_backward_op(const LayerKernels& kernels, const at::Ten
   const LayerState init{h0.contiguous(), c0.contiguous(), at::Tensor(), at::Tensor(), at::Tensor(),
                         steps0.contiguous()};
   const LayerSaved saved{h_line.contiguous(), e_line.contiguous(), cells.contiguous(), gates.contiguous(),
-                         r.contiguous(), memories.contiguous()};
+                         r.contiguous(), kept.contiguous(), memories.contiguous()};
   const LayerGrads g = sharded_layer_backward(grad_output.contiguous(), grad_final, x.contiguous(),
                                               lengths.contiguous(), init, saved,
                                               LayerWeights::from_list(contiguous(weights)),
@@ -147,7 +148,7 @@ LayerBackwardResult layer_backward_op(const LayerKernels& kernels, const at::Ten
 
 // triton_attention: run the memory update's attention with the Triton kernels
 // (csrc/triton_attention.h) instead of the device's own. for_backward: keep what
-// layer_backward needs (without it, for inference, cells, gates, r and memories come back empty).
+// layer_backward needs (without it, for inference, cells, gates, r, kept and memories come back empty).
 // batch_shards: split the batch into this many shards run in parallel on the CPU's threads
 // (csrc/batch_shards.h; 1 on CUDA); the backward takes the forward's. input_grad: compute grad_x
 // (without it grad_x comes back empty: x needs no gradient, and its GEMM is skipped).
@@ -157,14 +158,14 @@ TORCH_LIBRARY(nrnm_fast, m) {
       "Tensor ewindow0, Tensor steps0, Tensor[] weights, int block_size, int stride, int num_heads, "
       "bool triton_attention, bool for_backward, int batch_shards) -> "
       "(Tensor output, Tensor h, Tensor c, Tensor memory, Tensor window, Tensor ewindow, Tensor steps, "
-      "Tensor h_line, Tensor e_line, Tensor cells, Tensor gates, Tensor r, Tensor memories)");
+      "Tensor h_line, Tensor e_line, Tensor cells, Tensor gates, Tensor r, Tensor kept, Tensor memories)");
   m.def(
       "layer_backward(Tensor grad_output, Tensor grad_h, Tensor grad_c, Tensor grad_memory, Tensor grad_window, "
       "Tensor grad_ewindow, Tensor x, Tensor lengths, Tensor h0, Tensor c0, Tensor steps0, Tensor h_line, "
-      "Tensor e_line, Tensor cells, Tensor gates, Tensor r, Tensor memories, Tensor[] weights, int block_size, "
-      "int stride, int num_heads, bool triton_attention, bool input_grad, int batch_shards) -> (Tensor grad_x, "
-      "Tensor grad_h0, Tensor grad_c0, Tensor grad_memory0, Tensor grad_window0, Tensor grad_ewindow0, "
-      "Tensor[] grad_weights)");
+      "Tensor e_line, Tensor cells, Tensor gates, Tensor r, Tensor kept, Tensor memories, Tensor[] weights, "
+      "int block_size, int stride, int num_heads, bool triton_attention, bool input_grad, int batch_shards) -> "
+      "(Tensor grad_x, Tensor grad_h0, Tensor grad_c0, Tensor grad_memory0, Tensor grad_window0, "
+      "Tensor grad_ewindow0, Tensor[] grad_weights)");
 }
 
 TORCH_LIBRARY_IMPL(nrnm_fast, CPU, m) {

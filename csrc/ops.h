@@ -13,11 +13,11 @@
 namespace nrnm {
 
 // (output, h, c, memory, window, ewindow, steps, then what the backward needs: h_line,
-// e_line, cells, gates, r, memories; the last four empty without for_backward); csrc/layer.h's
-// LayerForward.
+// e_line, cells, gates, r, kept, memories; the last five empty without for_backward);
+// csrc/layer.h's LayerForward.
 using LayerForwardResult = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
                                       at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
-                                      at::Tensor>;
+                                      at::Tensor, at::Tensor>;
 
 // (grad x, grad h0, c0, memory0, window0, ewindow0, grads of the 20 weights).
 using LayerBackwardResult =
@@ -35,7 +35,8 @@ LayerBackwardResult layer_backward_op(const LayerKernels& kernels, const at::Ten
                                       const at::Tensor& grad_ewindow, const at::Tensor& x, const at::Tensor& lengths,
                                       const at::Tensor& h0, const at::Tensor& c0, const at::Tensor& steps0,
                                       const at::Tensor& h_line, const at::Tensor& e_line, const at::Tensor& cells,
-                                      const at::Tensor& gates, const at::Tensor& r, const at::Tensor& memories,
+                                      const at::Tensor& gates, const at::Tensor& r, const at::Tensor& kept,
+                                      const at::Tensor& memories,
                                       const std::vector<at::Tensor>& weights, int64_t block_size, int64_t stride,
                                       int64_t num_heads, bool input_grad, int64_t batch_shards);
 

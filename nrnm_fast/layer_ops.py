@@ -87,17 +87,19 @@ def _layer_forward_fake(x, lengths, h0, c0, memory0, window0, ewindow0, steps0, 
     N, H = memory0.shape[1], memory0.shape[2]
     k, max_updates = block_size, (T + stride - 1) // stride
     new = x.new_empty
+    F = weights[11].shape[0]  # mlp1_weight's rows
     if for_backward:
-        cells, gates, r, memories = new(T, B, H), new(T, B, 4 * H), new(T, B, N * H), new(max_updates + 1, B, N, H)
+        cells, gates, r = new(T, B, H), new(T, B, 4 * H), new(T, B, N * H)
+        kept, memories = new(max_updates, B, N, 5 * H + F), new(max_updates + 1, B, N, H)
     else:
-        cells, gates, r, memories = new(0), new(0), new(0), new(0)
+        cells, gates, r, kept, memories = new(0), new(0), new(0), new(0), new(0)
     return (new(T, B, H), new(B, H), new(B, H), new(B, N, H), new(B, k, H), new(B, k, H), steps0.new_empty(B),
-            new(k + T, B, H), new(k + T, B, H), cells, gates, r, memories)
+            new(k + T, B, H), new(k + T, B, H), cells, gates, r, kept, memories)
 
 
 @torch.library.register_fake("nrnm_fast::layer_backward")
 def _layer_backward_fake(grad_output, grad_h, grad_c, grad_memory, grad_window, grad_ewindow, x, lengths, h0, c0,
-                         steps0, h_line, e_line, cells, gates, r, memories, weights, block_size, stride,
+                         steps0, h_line, e_line, cells, gates, r, kept, memories, weights, block_size, stride,
                          num_heads, triton_attention, input_grad, batch_shards):
     B, N, H = memories.shape[1], memories.shape[2], memories.shape[3]
     k = block_size
@@ -119,7 +121,7 @@ def _setup_context(ctx, inputs, output):
 
 
 def _backward(ctx, grad_output, grad_h, grad_c, grad_memory, grad_window, grad_ewindow, *_unused):
-    x, lengths, h0, c0, steps0, h_line, e_line, cells, gates, r, memories, *weights = ctx.saved_tensors
+    x, lengths, h0, c0, steps0, h_line, e_line, cells, gates, r, kept, memories, *weights = ctx.saved_tensors
     B, N, H = memories.shape[1], memories.shape[2], memories.shape[3]
     k = ctx.config[0]
 
@@ -132,7 +134,7 @@ def _backward(ctx, grad_output, grad_h, grad_c, grad_memory, grad_window, grad_e
     grads = _ops.layer_backward(
         zeros_if_none(grad_output, T, B, H), zeros_if_none(grad_h, B, H), zeros_if_none(grad_c, B, H),
         zeros_if_none(grad_memory, B, N, H), zeros_if_none(grad_window, B, k, H),
-        zeros_if_none(grad_ewindow, B, k, H), x, lengths, h0, c0, steps0, h_line, e_line, cells, gates, r,
+        zeros_if_none(grad_ewindow, B, k, H), x, lengths, h0, c0, steps0, h_line, e_line, cells, gates, r, kept,
         memories, weights, block_size, stride, num_heads, triton, input_grad, shards)
     grad_x, grad_h0, grad_c0, grad_memory0, grad_window0, grad_ewindow0, grad_weights = grads
     return (grad_x if input_grad else None, None, grad_h0, grad_c0, grad_memory0, grad_window0, grad_ewindow0, None,

@@ -33,10 +33,10 @@ def test_opcheck_layer_forward(requires_grad, for_backward, batch_shards):
 
 
 def test_inference_keeps_nothing_for_the_backward_and_computes_the_same():
-    """Without for_backward the op returns empty cells, gates, r and memories, and the same output and state."""
+    """Without for_backward the op returns empty cells, gates, r, kept and memories, and the same output and state."""
     training = torch.ops.nrnm_fast.layer_forward(*_layer_args(False, True))
     inference = torch.ops.nrnm_fast.layer_forward(*_layer_args(False, False))
-    assert [t.numel() for t in inference[9:]] == [0, 0, 0, 0]
+    assert [t.numel() for t in inference[9:]] == [0, 0, 0, 0, 0]
     assert all(t.numel() > 0 for t in training[9:])
     for a, b in zip(inference[:9], training[:9]):
         assert torch.equal(a, b)

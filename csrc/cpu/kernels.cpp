@@ -254,6 +254,7 @@ const LayerKernels& cpu_kernels(bool triton_attention) {
                                    memory_gates_backward,
                                    row_chain_forward,
                                    row_chain_backward,
+                                   row_chain_norms,
                                    memory_term_forward,
                                    memory_term_backward,
                                    scatter_add_block_rows,
@@ -274,6 +275,7 @@ const LayerKernels& cpu_kernels(bool triton_attention) {
                                    nullptr,
                                    nullptr,  // the GPU's ATen forms of the gated write, the row chain and
                                    nullptr,  // the memory term, tested here
+                                   nullptr,
                                    nullptr,
                                    nullptr,
                                    nullptr,

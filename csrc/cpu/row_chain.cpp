@@ -10,20 +10,25 @@
 namespace nrnm {
 namespace {
 
-// x (R, H) += r (R, H), then each row through the LayerNorm with weight w, bias b: into y,
-// its mean and 1 / sqrt(var + eps) into mean, rstd (R,).
+// x (R, H) += r (R, H) (unless r is null), then each row through the LayerNorm with weight w,
+// bias b: into y, its mean and 1 / sqrt(var + eps) into mean, rstd (R,).
 template <typename T>
 NRNM_ALWAYS_INLINE void add_layer_norm_impl(int64_t R, int64_t H, T* __restrict x, const T* __restrict r,
                                             const T* __restrict w, const T* __restrict b, T* __restrict y,
                                             T* __restrict mean, T* __restrict rstd) {
   for (int64_t i = 0; i < R; ++i) {
     T* xi = x + i * H;
-    const T* ri = r + i * H;
     T sum = 0;
+    if (r) {
+      const T* ri = r + i * H;
 #pragma omp simd reduction(+ : sum)
-    for (int64_t d = 0; d < H; ++d) {
-      xi[d] += ri[d];
-      sum += xi[d];
+      for (int64_t d = 0; d < H; ++d) {
+        xi[d] += ri[d];
+        sum += xi[d];
+      }
+    } else {
+#pragma omp simd reduction(+ : sum)
+      for (int64_t d = 0; d < H; ++d) sum += xi[d];
     }
     const T mu = sum / static_cast<T>(H);
     T var = 0;
@@ -117,6 +122,22 @@ void row_chain_forward(const at::Tensor& attn, const at::Tensor& memory_rows, co
     cpu_loop_matmul(out.hid, w.w_2, w.b_2, out.y2_in);
     add_layer_norm(R, H, ptr<T>(out.y2_in), ptr<T>(out.y1), ptr<T>(w.ln2_w), ptr<T>(w.ln2_b), ptr<T>(out.mt),
                    ptr<T>(out.mean2), ptr<T>(out.rstd2));
+  });
+}
+
+void row_chain_norms(RowChain& c, const RowChainWeights& w) {
+  check_contiguous("row_chain_norms", {&c.y1_in, &c.y2_in, &w.ln1_w, &w.ln1_b, &w.ln2_w, &w.ln2_b});
+  const int64_t R = c.y1_in.size(0), H = c.y1_in.size(1);
+  const at::TensorOptions opts = c.y1_in.options();
+  for (at::Tensor* t : {&c.y1, &c.mt}) out_tensor(*t, {R, H}, opts);
+  for (at::Tensor* t : {&c.mean1, &c.rstd1, &c.mean2, &c.rstd2}) out_tensor(*t, {R, 1}, opts);
+  AT_DISPATCH_FLOATING_TYPES(c.y1_in.scalar_type(), "nrnm_row_chain_norms", [&] {
+    using T = scalar_t;
+    // with r null, y1_in and y2_in are only read
+    add_layer_norm(R, H, ptr<T>(c.y1_in), nullptr, ptr<T>(w.ln1_w), ptr<T>(w.ln1_b), ptr<T>(c.y1),
+                   ptr<T>(c.mean1), ptr<T>(c.rstd1));
+    add_layer_norm(R, H, ptr<T>(c.y2_in), nullptr, ptr<T>(w.ln2_w), ptr<T>(w.ln2_b), ptr<T>(c.mt),
+                   ptr<T>(c.mean2), ptr<T>(c.rstd2));
   });
 }
 

@@ -14,5 +14,6 @@ namespace nrnm {
 void row_chain_forward(const at::Tensor& attn, const at::Tensor& memory_rows, const RowChainWeights& w,
                        RowChain& out);
 void row_chain_backward(const RowChain& f, const at::Tensor& d_mt, const RowChainWeights& w, RowChainGrads& grads);
+void row_chain_norms(RowChain& c, const RowChainWeights& w);
 
 }  // namespace nrnm

@@ -93,6 +93,7 @@ const LayerKernels kCudaKernels{step_forward,
                                 nullptr,
                                 nullptr,
                                 nullptr,
+                                nullptr,
                                 indexed::scatter_add_block_rows,
                                 indexed::block_mean,
                                 indexed::block_mean_backward,
@@ -124,15 +125,16 @@ LayerBackwardResult layer_backward_cuda(const at::Tensor& grad_output, const at:
                                         const at::Tensor& x, const at::Tensor& lengths, const at::Tensor& h0,
                                         const at::Tensor& c0, const at::Tensor& steps0, const at::Tensor& h_line,
                                         const at::Tensor& e_line, const at::Tensor& cells, const at::Tensor& gates,
-                                        const at::Tensor& r, const at::Tensor& memories,
+                                        const at::Tensor& r, const at::Tensor& kept,
+                                        const at::Tensor& memories,
                                         const std::vector<at::Tensor>& weights,
                                         int64_t block_size, int64_t stride, int64_t num_heads,
                                         bool triton_attention, bool input_grad, int64_t batch_shards) {
   check_cuda(x, triton_attention, batch_shards);
   const c10::cuda::CUDAGuard guard(x.device());
   return layer_backward_op(kCudaKernels, grad_output, grad_h, grad_c, grad_memory, grad_window, grad_ewindow, x,
-                           lengths, h0, c0, steps0, h_line, e_line, cells, gates, r, memories, weights, block_size,
-                           stride, num_heads, input_grad, batch_shards);
+                           lengths, h0, c0, steps0, h_line, e_line, cells, gates, r, kept, memories, weights,
+                           block_size, stride, num_heads, input_grad, batch_shards);
 }
 
 }  // namespace
