@@ -109,7 +109,15 @@ class NRNM(nn.Module):
 
     def layer_weights(self, l: int) -> LayerWeights:
         """The parameters of layer ``l`` (``bias_ih``/``bias_hh`` are None when bias=False)."""
-        return LayerWeights(*(getattr(self, f"{name}_l{l}", None) for name in LayerWeights._fields))
+        params = self._parameters
+
+        def get(name: str):
+            # Module.__getattr__ takes ~2 us a name (23 a layer, every call); it stays the fallback
+            # for what is not a registered parameter (a parametrization, an absent bias).
+            p = params.get(name)
+            return p if p is not None else getattr(self, name, None)
+
+        return LayerWeights(*(get(f"{name}_l{l}") for name in LayerWeights._fields))
 
     def flatten_parameters(self) -> None:
         """Does nothing: present so code written for ``nn.LSTM`` runs unchanged (NRNM has no flat weight buffer)."""
@@ -222,9 +230,8 @@ class NRNM(nn.Module):
         """The full NRNMState described by the ``state`` argument, checked against ``x`` (T, B, D)."""
         B = x.shape[1]
         L, N, H, k = self.num_layers, self.num_slots, self.hidden_size, self.block_size
-        zero = self.initial_state(B, device=x.device, dtype=x.dtype)
         if state is None:
-            return zero
+            return self.initial_state(B, device=x.device, dtype=x.dtype)
         if isinstance(state, NRNMState):
             return NRNMState(
                 h=checks.float_tensor("state.h", state.h, (L, B, H), x, "(L, B, H)"),
@@ -237,6 +244,6 @@ class NRNM(nn.Module):
         if isinstance(state, (tuple, list)) and len(state) == 2:
             h0 = checks.float_tensor("state[0] (h0)", state[0], (L, B, H), x, "(L, B, H)")
             c0 = checks.float_tensor("state[1] (c0)", state[1], (L, B, H), x, "(L, B, H)")
-            return zero._replace(h=h0, c=c0)
+            return self.initial_state(B, device=x.device, dtype=x.dtype)._replace(h=h0, c=c0)
         raise TypeError(f"state must be None, a tuple (h0, c0) or an NRNMState; got {type(state).__name__}"
                         + (f" of length {len(state)}" if isinstance(state, (tuple, list)) else ""))

@@ -53,6 +53,22 @@ def test_no_bias():
     assert out.shape == (5, 2, 4)
 
 
+def test_a_parametrized_weight_is_the_one_the_layer_uses():
+    """weight_norm on weight_hh_l0: the layer reads the parametrized weight, and its parts get gradients."""
+    torch.manual_seed(0)
+    model = random_model(4, 8, backend="reference")
+    x = torch.randn(5, 2, 4, dtype=torch.float64)
+    before, _ = model(x)
+    nn.utils.parametrizations.weight_norm(model, "weight_hh_l0")
+    with torch.no_grad():
+        model.parametrizations.weight_hh_l0.original0.mul_(2)  # the magnitude: weight_hh doubles
+    assert torch.equal(model.layer_weights(0).weight_hh, model.weight_hh_l0)
+    after, _ = model(x)
+    assert not torch.allclose(before, after)
+    after.sum().backward()
+    assert model.parametrizations.weight_hh_l0.original1.grad.abs().max() > 0
+
+
 def test_extra_repr_and_defaults():
     model = NRNM(3, 8, num_layers=2, batch_first=True, dropout=0.25)
     text = repr(model)
