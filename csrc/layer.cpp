@@ -174,7 +174,6 @@ LayerForward layer_forward(const at::Tensor& x, const at::Tensor& lengths, const
   }
   std::optional<ForwardLoopWeights> own_loop;
   const ForwardLoopWeights& lw = loop ? *loop : own_loop.emplace(w, cfg, kernels, B, T, schedule);
-  const MemoryWeightsT& wt = lw.wt;
   at::Tensor mem = init.memory.clone();
   at::Tensor mr = at::addmm(b_r, mem.view({B, NH}), w.w_mr.t());  // m @ W_mr^T + b_r: changes only at updates
   const UpdatePlan plan(schedule, steps0, cfg, B, x.options(), kernels.host_blocks);
@@ -226,13 +225,13 @@ LayerForward layer_forward(const at::Tensor& x, const at::Tensor& lengths, const
     }
     const KeptUpdate* keep = kept ? &*kept : nullptr;
     if (whole_row >= 0) {
-      memory_update_forward(mem, a, lines, w, wt, kernels, parts, keep);
+      memory_update_forward(mem, a, lines, w, *lw.wt, kernels, parts, keep);
       std::swap(mem, parts.new_mem);  // the old memory's storage takes the next update's result
       kernels.loop_matmul(mem.view({B, NH}), lw.w_mr_t, b_r, mr);
       if (for_backward) saved.memories.view({-1, N, H}).narrow(0, whole_row, B).copy_(mem);
     } else {
       const at::Tensor& idx = a.elems_index;
-      memory_update_forward(mem.index_select(0, idx), a, lines, w, wt, kernels, parts, keep);
+      memory_update_forward(mem.index_select(0, idx), a, lines, w, *lw.wt, kernels, parts, keep);
       const at::Tensor& new_mem = parts.new_mem;
       mem.index_copy_(0, idx, new_mem);
       mr.index_copy_(0, idx, loop_matmul(kernels, new_mem.view({-1, NH}), lw.w_mr_t, b_r));
@@ -284,8 +283,6 @@ LayerGrads layer_backward(const at::Tensor& grad_output, const LayerState& grad_
 
   std::optional<BackwardLoopWeights> own_loop;
   const BackwardLoopWeights& lw = loop ? *loop : own_loop.emplace(w, cfg, kernels, B, T, schedule);
-  const QueryWeightsT& wq = lw.wq;
-  const MemoryWeights& wb = lw.wb;
   const LoopWeight &w_hh = lw.w_hh, &w_mc = lw.w_mc;
   BlockLines lines{saved.e_line, saved.h_line, at::Tensor(), at::Tensor()};
   if (kernels.keys_values()) {
@@ -338,6 +335,8 @@ LayerGrads layer_backward(const at::Tensor& grad_output, const LayerState& grad_
       const int64_t u = static_cast<int64_t>(a.elems.size());
       kept_row -= u;
       const KeptUpdate kept(kept_rows.narrow(0, kept_row, u), u, N, H, d.F);
+      const QueryWeightsT& wq = *lw.wq;
+      const MemoryWeights& wb = *lw.wb;
       // The updated memory feeds later memory terms directly and through m @ W_mr^T.
       if (whole_row >= 0) {
         kernels.loop_matmul(d_mr, wb.w_mr, {}, grad_new.view({B, NH}));

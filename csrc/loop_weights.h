@@ -4,7 +4,11 @@
 //
 // Shapes as csrc/layer.h. B: the rows of one step's product (the largest shard's batch); T steps;
 // `schedule`: the call's chunks and memory updates (the whole batch's: no shard has more).
+// The memory updates' weights are made only for a call with updates: streaming a step at a
+// time, most calls have none, and their views alone cost some 40 us a call.
 #pragma once
+
+#include <optional>
 
 #include "layer.h"
 #include "layer_kernels.h"
@@ -14,17 +18,17 @@
 namespace nrnm {
 
 struct ForwardLoopWeights {
-  MemoryWeightsT wt;
+  std::optional<MemoryWeightsT> wt;  // with updates
   LoopWeight w_hh_t;  // (H, 4H) W_hh^T
   LoopWeight w_mc_t;  // (NH, H) W_mc^T
-  LoopWeight w_mr_t;  // (NH, NH) W_mr^T, for m @ W_mr^T after each update
+  LoopWeight w_mr_t;  // (NH, NH) W_mr^T, for m @ W_mr^T after each update; with updates
   ForwardLoopWeights(const LayerWeights& w, const LayerConfig& cfg, const LayerKernels& kernels, int64_t B,
                      int64_t T, const Schedule& schedule);
 };
 
 struct BackwardLoopWeights {
-  QueryWeightsT wq;  // for the memory updates' queries and attention, recomputed
-  MemoryWeights wb;
+  std::optional<QueryWeightsT> wq;  // for the memory updates' queries and attention, recomputed; with updates
+  std::optional<MemoryWeights> wb;  // with updates
   LoopWeight w_hh;  // (4H, H) W_hh
   LoopWeight w_mc;  // (H, NH) W_mc
   BackwardLoopWeights(const LayerWeights& w, const LayerConfig& cfg, const LayerKernels& kernels, int64_t B,
