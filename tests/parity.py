@@ -29,9 +29,12 @@ CASES = {
     # with a remainder; 6 and 8 queries per block (blocks of 4 queries and a remainder)
     "T13-H40": (13, 3, 1, 5, 2, 3, 2, [13, 6, 13], [0, 3, 1], 40),
     "T10-H64-four-heads": (10, 2, 1, 4, 4, 2, 4, None, [0, 6], 64),
-    # 20 rows by W_hh (4H x H) and W_mr ((NH)^2) of 36864 elements: too many rows for the CPU path
-    # to pack those weights (csrc/cpu/small_gemm.h), so their products take MKL's path, the rest packed
+    # 20 rows by W_hh (4H x H) and W_mr ((NH)^2) of 36864 elements: the CPU path's packed products
+    # of more than 16 rows by a large weight (csrc/cpu/small_gemm.h)
     "T6-B20-H96": (6, 20, 1, 4, 2, 2, 2, [6] * 17 + [4, 1, 6], [0] * 10 + [1, 2, 3, 5] * 2 + [9, 0], 96),
+    # 66 rows by every weight, 132 memory rows per update: too many for the CPU path to pack the
+    # weights, so the step loop's and the memory updates' products take MKL's path
+    "T5-B66-H24": (5, 66, 1, 4, 2, 2, 2, [5] * 60 + [4, 1, 5, 3, 5, 2], [0] * 33 + [1, 2, 3] * 11, 24),
 }
 
 

@@ -179,7 +179,7 @@ void heads_matmul(const at::Tensor& a, const std::vector<LoopWeight>& b, const s
 
 LoopWeight loop_weight(const at::Tensor& w, int64_t max_rows, int64_t uses) {
   const at::Tensor b = w.t();
-  if (!packed_gemm_pays(max_rows, w.numel(), uses)) return b;
+  if (!packed_gemm_pays(max_rows, uses)) return b;
   const int64_t K = b.size(0), N = b.size(1);
   at::Tensor packed = at::empty({K * N}, w.options());
   AT_DISPATCH_FLOATING_TYPES(w.scalar_type(), "nrnm_loop_weight", [&] {

@@ -28,20 +28,18 @@ void small_gemm(int64_t M, int64_t K, int64_t N, const float* A, int64_t lda, co
 void small_gemm(int64_t M, int64_t K, int64_t N, const double* A, int64_t lda, const double* B, const double* bias,
                 double* C, int64_t ldc);
 
-// Packing a weight pays where a layer call multiplies at most 16 rows by it (1.2-4x MKL's
-// sgemm from 1 to 16 rows on the dev machine), or up to 64 rows by a weight of at most 32768
-// elements (H = 128's): there the product alone is no faster than MKL's, but MKL's call, its
-// bias copy and the per-head views cost as much as the product. Larger weights at more rows
-// stay with MKL: at 32 rows the packed loop was 1.1-1.3x alone but no faster in the layer,
-// and the copies (the forward's and the backward's, W and W^T, of W_hh and of every memory
-// weight, per shard: 32 H^2 floats) would take the memory that the larger shapes' budget does
-// not have (docs/cpu.md). And the packing itself (a pass over the weight) must pay: where a
-// call multiplies fewer than 16 rows by the weight in all (a few steps of a small batch, as in
-// streaming), it costs more than it saves.
-inline bool packed_gemm_pays(int64_t max_rows, int64_t weight_size, int64_t uses) {
+// Packing a weight pays where a layer call multiplies at most 64 rows by it at a time (a step
+// of a shard, a memory update's rows): 1.2-4x MKL's sgemm from 1 to 16 rows on the dev machine,
+// 1.1-1.3x alone at 32 rows, and more in the layer, where MKL packs B again for every call and
+// two shards' threads share the bandwidth that this costs (T128-B64-H512, shards of 32 rows,
+// 2 threads: forward 8-13% faster). Above 64 rows MKL's own packing is amortized. The one
+// packed copy of each weight is shared by the shards (csrc/loop_weights.h). And the packing
+// itself (a pass over the weight) must pay: where a call multiplies fewer than 16 rows by the
+// weight in all (a few steps of a small batch, as in streaming), it costs more than it saves.
+inline bool packed_gemm_pays(int64_t max_rows, int64_t uses) {
   constexpr int64_t kMinPackedRows = 16;
-  return max_rows >= 1 && uses * max_rows >= kMinPackedRows &&
-         (max_rows <= 16 || (max_rows <= 64 && weight_size <= 32768));
+  constexpr int64_t kMaxPackedRows = 64;
+  return max_rows >= 1 && max_rows <= kMaxPackedRows && uses * max_rows >= kMinPackedRows;
 }
 
 // Columns per panel: three AVX2 registers.
