@@ -32,8 +32,8 @@ CASES = {
     # 20 rows by W_hh (4H x H) and W_mr ((NH)^2) of 36864 elements: the CPU path's packed products
     # of more than 16 rows by a large weight (csrc/cpu/small_gemm.h)
     "T6-B20-H96": (6, 20, 1, 4, 2, 2, 2, [6] * 17 + [4, 1, 6], [0] * 10 + [1, 2, 3, 5] * 2 + [9, 0], 96),
-    # 66 rows by every weight, 132 memory rows per update: too many for the CPU path to pack the
-    # weights, so the step loop's and the memory updates' products take MKL's path
+    # 66 rows by every weight, 132 memory rows per update (one shard): too many for the CPU path
+    # to pack the weights, so the step loop's and the memory updates' products take MKL's path
     "T5-B66-H24": (5, 66, 1, 4, 2, 2, 2, [5] * 60 + [4, 1, 5, 3, 5, 2], [0] * 33 + [1, 2, 3] * 11, 24),
 }
 
