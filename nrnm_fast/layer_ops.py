@@ -90,6 +90,7 @@ def _layer_forward_fake(x, lengths, h0, c0, memory0, window0, ewindow0, steps0, 
     F = weights[11].shape[0]  # mlp1_weight's rows
     if for_backward:
         cells, gates, r = new(T, B, H), new(T, B, 4 * H), new(T, B, N * H)
+        # kept's rows: csrc/memory_update.h KeptUpdate::width(H, F), attn | y1_in | hid | y2_in | gates
         kept, memories = new(max_updates, B, N, 5 * H + F), new(max_updates + 1, B, N, H)
     else:
         cells, gates, r, kept, memories = new(0), new(0), new(0), new(0), new(0)
