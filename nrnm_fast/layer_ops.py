@@ -143,3 +143,15 @@ def _backward(ctx, grad_output, grad_h, grad_c, grad_memory, grad_window, grad_e
 
 
 torch.library.register_autograd("nrnm_fast::layer_forward", _backward, setup_context=_setup_context)
+
+
+def _backward_of_backward(ctx, *_grads):
+    # Without a formula of its own, autograd treated layer_backward as a constant (with only a
+    # warning): a gradient penalty through create_graph=True came out silently wrong.
+    raise RuntimeError(
+        "nrnm_fast: the fast backends' backward is not differentiable (double backward, e.g. a gradient "
+        "penalty through create_graph=True); use backend='reference' for second derivatives"
+    )
+
+
+torch.library.register_autograd("nrnm_fast::layer_backward", _backward_of_backward)

@@ -146,3 +146,24 @@ def _compile_fullgraph_matches_eager():
         compiled = run(torch.compile(model, fullgraph=True))
     for a, b in zip(compiled, eager):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_double_backward_is_refused_and_create_graph_keeps_first_derivatives():
+    """Second derivatives through the op (a gradient penalty) raise; first ones with create_graph are exact.
+
+    Without an autograd formula for layer_backward, autograd took it for a constant and the penalty's
+    gradient came out silently wrong (zero through the recurrence).
+    """
+    model = random_model(3, 4, block_size=3, stride=2, num_slots=2, num_heads=2, backend="cpu")
+    reference = random_model(3, 4, block_size=3, stride=2, num_slots=2, num_heads=2, backend="reference")
+    x = torch.randn(5, 2, 3, dtype=torch.float64, requires_grad=True)
+    grad_out = torch.randn(5, 2, 4, dtype=torch.float64)
+
+    def input_grad(module):
+        out, _ = module(x)
+        return torch.autograd.grad((out * grad_out).sum(), x, create_graph=True)[0]
+
+    fast = input_grad(model)
+    torch.testing.assert_close(fast, input_grad(reference), rtol=1e-10, atol=1e-12)
+    with pytest.raises(RuntimeError, match="backward is not differentiable.*backend='reference'"):
+        fast.pow(2).sum().backward()
