@@ -62,6 +62,12 @@ def run_layer(
     triton_attention: bool,
 ) -> tuple[Tensor, LayerState]:
     """One layer with the C++ op; ``triton_attention`` runs the memory update's attention in Triton."""
+    if torch._C._are_functorch_transforms_active():
+        # torch.func.jvp ran the op on the primal values alone: the tangents came out zero.
+        raise RuntimeError(
+            "nrnm_fast: the fast backends do not support torch.func transforms (grad, vmap, jvp, jacrev, ...); "
+            "use backend='reference' under them"
+        )
     T, B, _ = x.shape
     if lengths is None:
         lengths = torch.full((B,), T, dtype=torch.int64, device=x.device)

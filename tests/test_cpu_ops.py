@@ -167,3 +167,15 @@ def test_double_backward_is_refused_and_create_graph_keeps_first_derivatives():
     torch.testing.assert_close(fast, input_grad(reference), rtol=1e-10, atol=1e-12)
     with pytest.raises(RuntimeError, match="backward is not differentiable.*backend='reference'"):
         fast.pow(2).sum().backward()
+
+
+@pytest.mark.parametrize("transform", ["jvp", "grad"])
+def test_torch_func_transforms_are_refused(transform):
+    """torch.func.jvp ran the op on the primal values alone and returned zero tangents; every transform raises."""
+    model = random_model(3, 4, block_size=3, stride=2, num_slots=2, num_heads=2, backend="cpu")
+    x = torch.randn(5, 2, 3, dtype=torch.float64)
+    with pytest.raises(RuntimeError, match="do not support torch.func transforms.*backend='reference'"):
+        if transform == "jvp":
+            torch.func.jvp(lambda xx: model(xx)[0], (x,), (torch.randn_like(x),))
+        else:
+            torch.func.grad(lambda xx: model(xx)[0].sum())(x)
