@@ -5,6 +5,7 @@
 #include "ops.h"
 
 #include <ATen/core/LegacyTypeDispatch.h>
+#include <c10/core/impl/LocalDispatchKeySet.h>
 #include <torch/library.h>
 
 #include "cpu/kernels.h"
@@ -107,6 +108,7 @@ LayerForwardResult layer_forward_op(const LayerKernels& kernels, const at::Tenso
                                     int64_t num_heads, bool for_backward, int64_t batch_shards) {
   check_args(x, lengths, h0, c0, memory0, steps0, weights, block_size, stride, num_heads);
   const at::AutoDispatchBelowADInplaceOrView below_views;  // see layer_backward_op
+  const c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
   const LayerState init{h0.contiguous(), c0.contiguous(), memory0.contiguous(),
                         window0.contiguous(), ewindow0.contiguous(), steps0.contiguous()};
   const LayerForward f = sharded_layer_forward(x.contiguous(), lengths.contiguous(), init,
@@ -129,6 +131,9 @@ LayerBackwardResult layer_backward_op(const LayerKernels& kernels, const at::Ten
   // The layer's few thousand ATen calls on its own tensors need no autograd or view tracking:
   // skipping those dispatch keys, as ATen's own kernels do below autograd, saves their overhead.
   const at::AutoDispatchBelowADInplaceOrView below_views;
+  // The op computes in its inputs' dtype: under autocast, ATen's GEMMs inside it would otherwise
+  // return bfloat16 / float16 products to kernels that work in x's dtype (and fail, or mix dtypes).
+  const c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
   const LayerState grad_final{grad_h.contiguous(), grad_c.contiguous(), grad_memory.contiguous(),
                               grad_window.contiguous(), grad_ewindow.contiguous(), at::Tensor()};
   const LayerState init{h0.contiguous(), c0.contiguous(), at::Tensor(), at::Tensor(), at::Tensor(),

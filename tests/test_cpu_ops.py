@@ -179,3 +179,28 @@ def test_torch_func_transforms_are_refused(transform):
             torch.func.jvp(lambda xx: model(xx)[0], (x,), (torch.randn_like(x),))
         else:
             torch.func.grad(lambda xx: model(xx)[0].sum())(x)
+
+
+def test_autocast_runs_the_op_in_its_inputs_dtype():
+    """Under torch.autocast the op computes in float32, forward and backward (even inside the region).
+
+    Autocast reached the GEMMs inside the op, whose bfloat16 products then met float32 kernels:
+    NotImplementedError from deep inside the layer.
+    """
+    model = random_model(3, 4, block_size=3, stride=2, num_slots=2, num_heads=2, dtype=torch.float32, backend="cpu")
+    x = torch.randn(5, 2, 3, requires_grad=True)
+    grad_out = torch.randn(5, 2, 4)
+
+    def run():
+        model.zero_grad()
+        x.grad = None
+        out, (h, c) = model(x)
+        (out * grad_out).sum().add(c.sum()).backward()
+        return [out.detach(), h.detach(), c.detach(), x.grad] + [p.grad.clone() for p in model.parameters()]
+
+    plain = run()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        autocast = run()
+    for a, b in zip(autocast, plain):
+        assert a.dtype == b.dtype
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
