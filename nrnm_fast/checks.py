@@ -45,6 +45,12 @@ def float_tensor(name: str, value: object, shape: Sequence[int], like: Tensor, l
     return value
 
 
+def _values_readable(t: Tensor) -> bool:
+    """Whether value checks may read ``t``: a compiled graph leaves them to the ops (the C++ op
+    checks them too), and meta tensors (shape inference) hold no values."""
+    return not torch.compiler.is_compiling() and not t.is_meta
+
+
 def steps_tensor(name: str, value: object, batch: int, device: torch.device) -> Tensor:
     """``value`` if it is a (B,) int64 tensor of non-negative step counts on ``device``."""
     if not isinstance(value, Tensor):
@@ -55,8 +61,7 @@ def steps_tensor(name: str, value: object, batch: int, device: torch.device) -> 
         raise ValueError(f"{name} must have shape (B,) = ({batch},); got {tuple(value.shape)}")
     if value.device != device:
         raise ValueError(f"{name} must be on the input's device {device}; got {value.device}")
-    # Value checks read the data: a compiled graph leaves them to the ops (the C++ op checks them too).
-    if not torch.compiler.is_compiling() and bool((value < 0).any()):
+    if _values_readable(value) and bool((value < 0).any()):
         raise ValueError(f"{name} must be >= 0 (steps consumed so far); got min {int(value.min())}")
     return value
 
@@ -78,7 +83,7 @@ def lengths_tensor(value: object, T: int, B: int, device: torch.device) -> Optio
         raise TypeError(f"lengths must be a 1-D integer Tensor or a list of ints; got {type(value).__name__}")
     if tuple(value.shape) != (B,):
         raise ValueError(f"lengths must have shape (B,) = ({B},); got {tuple(value.shape)}")
-    if not torch.compiler.is_compiling():
+    if _values_readable(value):
         lo, hi = int(value.min()), int(value.max())
         if lo < 1 or hi > T:
             raise ValueError(f"lengths must lie in 1..T = 1..{T}; got values in {lo}..{hi}")

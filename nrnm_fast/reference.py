@@ -115,7 +115,7 @@ def nrnm_layer(
         steps_new = steps + 1
 
         update = act[:, 0] & (steps_new % s == 0)  # (B,) elements that update their memory now
-        if bool(update.any()):
+        if M.is_meta or bool(update.any()):  # meta tensors (shape inference) hold no values to test
             M_new = memory_update(M, window_new, ewindow_new, steps_new, w, config.num_heads)
             M = torch.where(update[:, None, None], M_new, M)
 

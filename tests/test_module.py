@@ -183,6 +183,16 @@ def test_dtype_float32_runs_and_backward():
     assert model.attn_in_weight_l0.grad.abs().max() > 0
 
 
+def test_meta_device_gives_shapes():
+    """As nn.LSTM, a model on the meta device runs for shape inference (no values: no value checks)."""
+    model = NRNM(3, 8, num_layers=2, num_heads=2, batch_first=True, device="meta")
+    x = torch.empty(2, 9, 3, device="meta")
+    out, (h, c) = model(x)
+    assert out.shape == (2, 9, 8) and out.is_meta and h.shape == c.shape == (2, 2, 8)
+    out, state = model(x, model.initial_state(2), lengths=torch.tensor([9, 4]))
+    assert out.shape == (2, 9, 8) and state.memory.shape == (2, 2, 2, 8) and state.steps.is_meta
+
+
 def test_backend_dispatch():
     assert nrnm_fast.available_backends()[0] == "reference"
     assert set(nrnm_fast.available_backends()) <= {"reference", "triton", "cpu"}
