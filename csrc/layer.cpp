@@ -1,5 +1,5 @@
 // The layer over a whole sequence (csrc/layer.h), following ARCHITECTURE.md's plan:
-// input-side GEMMs hoisted over all steps; the memory term of each chunk between memory
+// input-side GEMMs hoisted out of the step loop (over slabs of many steps); the memory term of each chunk between memory
 // updates in one GEMM; per step one recurrent GEMM and one fused element-wise loop;
 // memory updates with N query rows (the key and value projections folded out of the block,
 // or keys and values computed once per step); weight gradients as GEMMs over all steps
@@ -107,6 +107,48 @@ at::Tensor final_window_rows(const at::Tensor& lengths, int64_t k) {
   return lengths.view({1, -1}) + at::arange(k, lengths.options()).view({-1, 1});
 }
 
+// x_t @ W_x^T + b_x (gates | memory gate | embedding) for the steps of each chunk, computed a
+// slab of steps at a time into one buffer that the call reuses (LayerKernels::input_slab_rows);
+// each slab also writes its embedding rows, with their bias, to the time line. Biases of the
+// other terms join them later, in passes that read them anyway: the gates' in the per-step
+// GEMM, the memory gate's in m @ W_mr^T.
+class InputSlabs {
+ public:
+  // x (T, B, D); e_rows (T, B, H) the time line's rows of steps 0..T-1.
+  InputSlabs(const at::Tensor& x, const LayerWeights& w, const at::Tensor& e_rows, int64_t slab_steps)
+      : x_rows_(x.reshape({x.size(0) * x.size(1), x.size(2)})), w_x_t_(w.w_x.t()),
+        b_emb_(w.b_x.narrow(0, w.w_x.size(0) - e_rows.size(2), e_rows.size(2))), e_rows_(e_rows),
+        buffer_(at::empty({slab_steps, x.size(1), w.w_x.size(0)}, x.options())) {}
+
+  // (t1 - t0 + 1, B, G): the rows of steps t0..t1, in the buffer from step t0 on unless there already.
+  at::Tensor rows(int64_t t0, int64_t t1) {
+    if (t0 < begin_ || t1 >= end_) {
+      const int64_t T = e_rows_.size(0), B = buffer_.size(1), H = e_rows_.size(2), G = buffer_.size(2);
+      begin_ = t0;
+      end_ = std::min(T, t0 + buffer_.size(0));
+      TORCH_CHECK(t1 < end_, "nrnm_fast: an input slab of ", buffer_.size(0), " steps for steps ", t0, "..", t1);
+      const at::Tensor slab = buffer_.narrow(0, 0, end_ - begin_);
+      at::Tensor slab_rows = slab.view({-1, G}), e = e_rows_.narrow(0, begin_, end_ - begin_);
+      at::mm_out(slab_rows, x_rows_.narrow(0, begin_ * B, (end_ - begin_) * B), w_x_t_);
+      at::add_out(e, slab.narrow(2, G - H, H), b_emb_);
+    }
+    return buffer_.narrow(0, t0 - begin_, t1 - t0 + 1);
+  }
+
+ private:
+  at::Tensor x_rows_, w_x_t_, b_emb_, e_rows_, buffer_;
+  int64_t begin_ = 0, end_ = 0;  // the buffer holds steps begin_ .. end_ - 1
+};
+
+// Steps per input slab: every step where the kernels read the whole embedding line before the
+// loop (keys and values of every row) or ask for it; at least the longest chunk.
+int64_t input_slab_steps(const LayerKernels& kernels, const Schedule& schedule, int64_t T, int64_t B) {
+  if (kernels.keys_values() || kernels.input_slab_rows <= 0) return T;
+  int64_t steps = (kernels.input_slab_rows + B - 1) / B;
+  for (const Chunk& c : schedule.chunks) steps = std::max(steps, c.t1 - c.t0 + 1);
+  return std::min(steps, T);
+}
+
 struct Dims {
   int64_t T, B, D, H, N, NH, G, F, k, s, nh, kept_width;
   Dims(const at::Tensor& x, const at::Tensor& memory, const LayerWeights& w, const LayerConfig& cfg)
@@ -127,12 +169,6 @@ LayerForward layer_forward(const at::Tensor& x, const at::Tensor& lengths, const
   const int64_t* steps0 = steps_host.data_ptr<int64_t>();
   const Schedule schedule(steps0, len_host.data_ptr<int64_t>(), B, T, d.s);
 
-  // Every input-side term at once: gates | memory gate | embedding, (T, B, G). Its bias joins
-  // each term in a pass that reads the term anyway (addmm would first write the bias over all
-  // of it): the gates' in the per-step GEMM, the memory gate's in m @ W_mr^T, the embedding's
-  // in its copy to the time line.
-  const at::Tensor xw = at::mm(x.reshape({T * B, d.D}), w.w_x.t()).view({T, B, d.G});
-  const at::Tensor rx = xw.narrow(2, 4 * H, NH);
   const at::Tensor b_gates = w.b_x.narrow(0, 0, 4 * H), b_r = w.b_x.narrow(0, 4 * H, NH);
 
   // The caller's tensors where `into` has them, new ones elsewhere.
@@ -147,8 +183,8 @@ LayerForward layer_forward(const at::Tensor& x, const at::Tensor& lengths, const
   LayerSaved saved;
   saved.e_line = place(given.saved.e_line, {k + T, B, H});
   saved.e_line.narrow(0, 0, k).copy_(init.ewindow.transpose(0, 1));
-  at::Tensor e_rows = saved.e_line.narrow(0, k, T);
-  at::add_out(e_rows, xw.narrow(2, 4 * H + NH, H), w.b_x.narrow(0, 4 * H + NH, H));
+  InputSlabs inputs(x, w, saved.e_line.narrow(0, k, T), input_slab_steps(kernels, schedule, T, B));
+  if (kernels.keys_values()) inputs.rows(0, T - 1);  // the whole embedding line before the loop
   saved.h_line = place(given.saved.h_line, {k + T, B, H});
   saved.h_line.narrow(0, 0, k).copy_(init.window.transpose(0, 1));
   // Only the backward reads the gates and cells of past steps and the memories before each update.
@@ -188,12 +224,13 @@ LayerForward layer_forward(const at::Tensor& x, const at::Tensor& lengths, const
 
   for (const Chunk& chunk : schedule.chunks) {
     const int64_t t0 = chunk.t0, j = chunk.t1 - chunk.t0 + 1;
+    const at::Tensor xw = inputs.rows(t0, chunk.t1), rx = xw.narrow(2, 4 * H, NH);
     // (r * m) @ W_mc^T for the whole chunk: r depends on x and m only.
     const at::Tensor r = for_backward ? saved.r.narrow(0, t0, j) : at::Tensor();
     if (kernels.memory_term_forward) {
-      kernels.memory_term_forward(rx.narrow(0, t0, j), mr, mem.view({B, NH}), w_mc_t, mc, r);
+      kernels.memory_term_forward(rx, mr, mem.view({B, NH}), w_mc_t, mc, r);
     } else {
-      const at::Tensor rm = rx.narrow(0, t0, j).add(mr).sigmoid_();
+      const at::Tensor rm = rx.add(mr).sigmoid_();
       if (r.defined()) r.copy_(rm);
       rm.mul_(mem.view({1, B, NH}));
       mc = at::mm(rm.view({j * B, NH}), w.w_mc.t()).view({j, B, H});
@@ -205,7 +242,7 @@ LayerForward layer_forward(const at::Tensor& x, const at::Tensor& lengths, const
       for (int64_t t = t0; t <= chunk.t1; ++t) {
         kernels.loop_matmul(h, w_hh_t, b_gates, rec);
         const int64_t row = for_backward ? t : 0;
-        kernels.step_forward({t, lengths, xw[t], rec, mc[t - t0], h, c, saved.gates[row], saved.cells[row],
+        kernels.step_forward({t, lengths, xw[t - t0], rec, mc[t - t0], h, c, saved.gates[row], saved.cells[row],
                               output[t], saved.h_line[k + t]});
       }
     }

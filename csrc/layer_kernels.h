@@ -78,7 +78,7 @@ struct ChunkForward {
   int64_t k;                // time-line row k + t holds step t
   bool per_step;            // gates and cells keep a row per step (else every step writes row 0)
   at::Tensor lengths;       // (B,) int64
-  at::Tensor xw;            // (T, B, G) step rows: columns [0, 4H) of row t are x_t @ W_ih^T
+  at::Tensor xw;            // (t1 - t0 + 1, B, G) step rows: columns [0, 4H) of row t - t0 are x_t @ W_ih^T
   LoopWeight w_hh_t;        // (H, 4H) W_hh^T
   at::Tensor b_gates;       // (4H,) b_ih + b_hh
   at::Tensor mc;            // (t1 - t0 + 1, B, H) step rows: the chunk's memory terms
@@ -234,6 +234,10 @@ struct LayerKernels {
   // undefined (a few views per memory update, each costing about as much as the update's
   // arithmetic at small batch) except where it indexes with them itself.
   bool host_blocks;
+
+  // Rows (steps x batch) per GEMM of the hoisted input product, which the layer computes a
+  // slab of steps at a time into one buffer (0: every step at once).
+  int64_t input_slab_rows;
 
   bool keys_values() const { return attention_forward != nullptr; }
 };

@@ -35,6 +35,12 @@ CASES = {
     # 66 rows by every weight, 132 memory rows per update (one shard): too many for the CPU path
     # to pack the weights, so the step loop's and the memory updates' products take MKL's path
     "T5-B66-H24": (5, 66, 1, 4, 2, 2, 2, [5] * 60 + [4, 1, 5, 3, 5, 2], [0] * 33 + [1, 2, 3] * 11, 24),
+    # The CPU path computes the input product in slabs of 256 rows (csrc/layer.cpp InputSlabs):
+    # 52 steps of 5 elements, three slabs per layer (in two shards: 86 and 128 steps);
+    "T120-B5-input-slabs": (120, 5, 2, 3, 2, 2, 2, [120, 120, 77, 120, 3], [0, 1, 2, 5, 0]),
+    # and a slab as long as the longest chunk, here 60 steps without a memory update after
+    # every element's last step, where 256 rows of 8 elements would be 32 steps.
+    "T90-B8-idle-tail": (90, 8, 1, 4, 2, 2, 2, [30, 12, 30, 1, 29, 30, 7, 30], [0, 1, 0, 3, 0, 0, 2, 1]),
 }
 
 

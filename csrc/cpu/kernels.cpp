@@ -121,7 +121,7 @@ void chunk_forward(const ChunkForward& s) {
     for (int64_t t = s.t0; t <= s.t1; ++t) {
       cpu_loop_matmul(s.h, s.w_hh_t, s.b_gates, s.rec);
       const int64_t row = s.per_step ? t : 0;
-      forward_rows(t, B, H, len, xw + t * s.xw.stride(0), G, rec, mc + (t - s.t0) * s.mc.stride(0), h, c,
+      forward_rows(t, B, H, len, xw + (t - s.t0) * s.xw.stride(0), G, rec, mc + (t - s.t0) * s.mc.stride(0), h, c,
                    gates + row * s.gates.stride(0), cells + row * s.cells.stride(0), out + t * s.out.stride(0),
                    h_line + (s.k + t) * s.h_line.stride(0));
     }
@@ -235,6 +235,12 @@ void scatter_add_block_rows(const BlockAttention& a, const at::Tensor& rows, at:
   });
 }
 
+// The hoisted input product in GEMMs of 256 rows (LayerKernels::input_slab_rows): MKL runs them
+// about as fast as one over every step, and the call's largest tensor, (T, B, G) at once, whose
+// fresh pages cost more to touch than its arithmetic, becomes a buffer that the call reuses
+// (docs/cpu.md, "The input product in slabs").
+constexpr int64_t kInputSlabRows = 256;
+
 }  // namespace
 
 const LayerKernels& cpu_kernels(bool triton_attention) {
@@ -260,7 +266,8 @@ const LayerKernels& cpu_kernels(bool triton_attention) {
                                    scatter_add_block_rows,
                                    block_mean,
                                    block_mean_backward,
-                                   true};
+                                   true,
+                                   kInputSlabRows};
   static const LayerKernels triton{step_forward,
                                    step_backward,
                                    nullptr,  // the GPU's step-by-step loop, tested here
@@ -283,7 +290,8 @@ const LayerKernels& cpu_kernels(bool triton_attention) {
                                    indexed::scatter_add_block_rows,
                                    indexed::block_mean,
                                    indexed::block_mean_backward,
-                                   false};
+                                   false,
+                                   0};
   return triton_attention ? triton : native;
 }
 

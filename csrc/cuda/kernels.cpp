@@ -97,7 +97,8 @@ const LayerKernels kCudaKernels{step_forward,
                                 indexed::scatter_add_block_rows,
                                 indexed::block_mean,
                                 indexed::block_mean_backward,
-                                false};
+                                false,
+                                0};  // the caching allocator recycles memory: one input GEMM
 
 void check_cuda(const at::Tensor& x, bool triton_attention, int64_t batch_shards) {
   TORCH_CHECK(triton_attention, "nrnm_fast: on CUDA the memory update's attention runs in Triton: call the op "
