@@ -33,7 +33,7 @@ at::Tensor slice(const at::Tensor& t, int64_t batch_dim, const Shard& s) {
   return t.defined() ? t.narrow(batch_dim, s.begin, s.size).contiguous() : t;
 }
 
-// A shard's slice of a (T, B, .) tensor, a view: layer_backward takes these as they are.
+// A shard's slice of a (T, B, .) tensor, a view: the layer takes these as they are.
 at::Tensor steps_slice(const at::Tensor& t, const Shard& s) { return t.narrow(1, s.begin, s.size); }
 
 // The shard-major blocks of `whole`, whose batch dimension is 1.
@@ -120,7 +120,7 @@ LayerForward sharded_layer_forward(const at::Tensor& x, const at::Tensor& length
     LayerForward into;
     into.output = whole.output.narrow(1, s.begin, s.size);
     into.saved = saved[i];
-    results[i] = layer_forward(slice(x, 1, s), slice(lengths, 0, s), slice_state(init, s), w, cfg, kernels,
+    results[i] = layer_forward(steps_slice(x, s), slice(lengths, 0, s), slice_state(init, s), w, cfg, kernels,
                                for_backward, &into, &loop);
   });
 

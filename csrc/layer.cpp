@@ -114,9 +114,9 @@ at::Tensor final_window_rows(const at::Tensor& lengths, int64_t k) {
 // GEMM, the memory gate's in m @ W_mr^T.
 class InputSlabs {
  public:
-  // x (T, B, D); e_rows (T, B, H) the time line's rows of steps 0..T-1.
+  // x (T, B, D), a view (a shard's) or contiguous; e_rows (T, B, H) the time line's rows of steps 0..T-1.
   InputSlabs(const at::Tensor& x, const LayerWeights& w, const at::Tensor& e_rows, int64_t slab_steps)
-      : x_rows_(x.reshape({x.size(0) * x.size(1), x.size(2)})), w_x_t_(w.w_x.t()),
+      : x_(x), w_x_t_(w.w_x.t()),
         b_emb_(w.b_x.narrow(0, w.w_x.size(0) - e_rows.size(2), e_rows.size(2))), e_rows_(e_rows),
         buffer_(at::empty({slab_steps, x.size(1), w.w_x.size(0)}, x.options())) {}
 
@@ -129,14 +129,14 @@ class InputSlabs {
       TORCH_CHECK(t1 < end_, "nrnm_fast: an input slab of ", buffer_.size(0), " steps for steps ", t0, "..", t1);
       const at::Tensor slab = buffer_.narrow(0, 0, end_ - begin_);
       at::Tensor slab_rows = slab.view({-1, G}), e = e_rows_.narrow(0, begin_, end_ - begin_);
-      at::mm_out(slab_rows, x_rows_.narrow(0, begin_ * B, (end_ - begin_) * B), w_x_t_);
+      at::mm_out(slab_rows, x_.narrow(0, begin_, end_ - begin_).reshape({-1, x_.size(2)}), w_x_t_);
       at::add_out(e, slab.narrow(2, G - H, H), b_emb_);
     }
     return buffer_.narrow(0, t0 - begin_, t1 - t0 + 1);
   }
 
  private:
-  at::Tensor x_rows_, w_x_t_, b_emb_, e_rows_, buffer_;
+  at::Tensor x_, w_x_t_, b_emb_, e_rows_, buffer_;
   int64_t begin_ = 0, end_ = 0;  // the buffer holds steps begin_ .. end_ - 1
 };
 

@@ -78,7 +78,8 @@ struct LayerForward {
   LayerSaved saved;
 };
 
-// Runs the layer. x (T, B, D); lengths (B,) int64 in 1..T. Without for_backward (inference)
+// Runs the layer. x (T, B, D), contiguous or a batch slice of a contiguous (T, B', D) tensor;
+// lengths (B,) int64 in 1..T. Without for_backward (inference)
 // saved.cells, .gates, .r, .kept and .memories come back empty (0 elements): each step's gates
 // and cells go to one scratch row, and the memories are not kept.
 // `into`: where its output and saved tensors are defined, the layer writes them there instead of
