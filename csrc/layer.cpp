@@ -18,15 +18,15 @@
 namespace nrnm {
 
 std::vector<at::Tensor> LayerWeights::list() const {
-  return {w_x, b_x, w_hh, w_mr, w_mc, w_in, b_in, w_o, b_o, ln1_w, ln1_b,
+  return {w_ih, w_xr, w_emb, b_gates, b_r, b_emb, w_hh, w_mr, w_mc, w_in, b_in, w_o, b_o, ln1_w, ln1_b,
           w_1, b_1, w_2, b_2, ln2_w, ln2_b, w_gx, w_gm, b_g};
 }
 
 LayerWeights LayerWeights::from_list(const std::vector<at::Tensor>& ws) {
   TORCH_CHECK(static_cast<int>(ws.size()) == kCount, "nrnm_fast: expected ", kCount, " weight tensors, got ",
               ws.size());
-  return {ws[0], ws[1], ws[2], ws[3], ws[4], ws[5], ws[6], ws[7], ws[8], ws[9],
-          ws[10], ws[11], ws[12], ws[13], ws[14], ws[15], ws[16], ws[17], ws[18], ws[19]};
+  return {ws[0],  ws[1],  ws[2],  ws[3],  ws[4],  ws[5],  ws[6],  ws[7],  ws[8],  ws[9],  ws[10], ws[11],
+          ws[12], ws[13], ws[14], ws[15], ws[16], ws[17], ws[18], ws[19], ws[20], ws[21], ws[22], ws[23]};
 }
 
 namespace {
@@ -107,18 +107,19 @@ at::Tensor final_window_rows(const at::Tensor& lengths, int64_t k) {
   return lengths.view({1, -1}) + at::arange(k, lengths.options()).view({-1, 1});
 }
 
-// x_t @ W_x^T + b_x (gates | memory gate | embedding) for the steps of each chunk, computed a
-// slab of steps at a time into one buffer that the call reuses (LayerKernels::input_slab_rows);
-// each slab also writes its embedding rows, with their bias, to the time line. Biases of the
-// other terms join them later, in passes that read them anyway: the gates' in the per-step
-// GEMM, the memory gate's in m @ W_mr^T.
+// The input products x_t W_ih^T | x_t W_xr^T | x_t W_x^T + b_x (gates | memory gate | embedding)
+// for the steps of each chunk, computed a slab of steps at a time into one buffer that the call
+// reuses (LayerKernels::input_slab_rows), each weight's GEMM writing its columns; each slab also
+// writes its embedding rows, with their bias, to the time line. The other terms' biases join
+// them later, in passes that read them anyway: the gates' in the per-step GEMM, the memory
+// gate's in m @ W_mr^T.
 class InputSlabs {
  public:
   // x (T, B, D), a view (a shard's) or contiguous; e_rows (T, B, H) the time line's rows of steps 0..T-1.
   InputSlabs(const at::Tensor& x, const LayerWeights& w, const at::Tensor& e_rows, int64_t slab_steps)
-      : x_(x), w_x_t_(w.w_x.t()),
-        b_emb_(w.b_x.narrow(0, w.w_x.size(0) - e_rows.size(2), e_rows.size(2))), e_rows_(e_rows),
-        buffer_(at::empty({slab_steps, x.size(1), w.w_x.size(0)}, x.options())) {}
+      : x_(x), w_t_{w.w_ih.t(), w.w_xr.t(), w.w_emb.t()}, b_emb_(w.b_emb), e_rows_(e_rows),
+        buffer_(at::empty({slab_steps, x.size(1), w.w_ih.size(0) + w.w_xr.size(0) + w.w_emb.size(0)},
+                          x.options())) {}
 
   // (t1 - t0 + 1, B, G): the rows of steps t0..t1, in the buffer from step t0 on unless there already.
   at::Tensor rows(int64_t t0, int64_t t1) {
@@ -128,15 +129,22 @@ class InputSlabs {
       end_ = std::min(T, t0 + buffer_.size(0));
       TORCH_CHECK(t1 < end_, "nrnm_fast: an input slab of ", buffer_.size(0), " steps for steps ", t0, "..", t1);
       const at::Tensor slab = buffer_.narrow(0, 0, end_ - begin_);
-      at::Tensor slab_rows = slab.view({-1, G}), e = e_rows_.narrow(0, begin_, end_ - begin_);
-      at::mm_out(slab_rows, x_.narrow(0, begin_, end_ - begin_).reshape({-1, x_.size(2)}), w_x_t_);
+      const at::Tensor slab_rows = slab.view({-1, G});
+      const at::Tensor x_rows = x_.narrow(0, begin_, end_ - begin_).reshape({-1, x_.size(2)});
+      for (int64_t i = 0, col = 0; i < 3; col += w_t_[i].size(1), ++i) {
+        at::Tensor columns = slab_rows.narrow(1, col, w_t_[i].size(1));
+        at::mm_out(columns, x_rows, w_t_[i]);
+      }
+      at::Tensor e = e_rows_.narrow(0, begin_, end_ - begin_);
       at::add_out(e, slab.narrow(2, G - H, H), b_emb_);
     }
     return buffer_.narrow(0, t0 - begin_, t1 - t0 + 1);
   }
 
  private:
-  at::Tensor x_, w_x_t_, b_emb_, e_rows_, buffer_;
+  at::Tensor x_;
+  at::Tensor w_t_[3];  // W_ih^T, W_xr^T, W_x^T
+  at::Tensor b_emb_, e_rows_, buffer_;
   int64_t begin_ = 0, end_ = 0;  // the buffer holds steps begin_ .. end_ - 1
 };
 
@@ -169,7 +177,7 @@ LayerForward layer_forward(const at::Tensor& x, const at::Tensor& lengths, const
   const int64_t* steps0 = steps_host.data_ptr<int64_t>();
   const Schedule schedule(steps0, len_host.data_ptr<int64_t>(), B, T, d.s);
 
-  const at::Tensor b_gates = w.b_x.narrow(0, 0, 4 * H), b_r = w.b_x.narrow(0, 4 * H, NH);
+  const at::Tensor &b_gates = w.b_gates, &b_r = w.b_r;
 
   // The caller's tensors where `into` has them, new ones elsewhere.
   const LayerForward none;
@@ -310,9 +318,13 @@ LayerGrads layer_backward(const at::Tensor& grad_output, const LayerState& grad_
 
   LayerGrads grads;
   {
-    std::vector<at::Tensor> gw;  // w_x, b_x and w_hh get theirs from GEMMs after the loop
-    for (const at::Tensor& t : w.list())
-      gw.push_back(t.is_same(w.w_x) || t.is_same(w.b_x) || t.is_same(w.w_hh) ? at::Tensor() : at::zeros_like(t));
+    // The input side and w_hh get theirs from GEMMs after the loop.
+    const std::vector<at::Tensor> after_loop = {w.w_ih, w.w_xr, w.w_emb, w.b_gates, w.b_r, w.b_emb, w.w_hh};
+    std::vector<at::Tensor> gw;
+    for (const at::Tensor& t : w.list()) {
+      const auto same = [&](const at::Tensor& a) { return t.is_same(a); };
+      gw.push_back(std::any_of(after_loop.begin(), after_loop.end(), same) ? at::Tensor() : at::zeros_like(t));
+    }
     grads.w = LayerWeights::from_list(gw);
   }
   UpdateWeightGrads update_grads(grads.w, d.nh);
@@ -448,12 +460,22 @@ LayerGrads layer_backward(const at::Tensor& grad_output, const LayerState& grad_
 
   // Weight gradients over all steps at once.
   d_xw.narrow(2, 4 * H + NH, H).copy_(d_e_line.narrow(0, k, T));
-  const at::Tensor d_xw_rows = d_xw.view({T * B, d.G});
-  if (input_grad) grads.x = at::mm(d_xw_rows, w.w_x).view({T, B, d.D});
-  grads.w.w_x = at::mm(d_xw_rows.t(), x.reshape({T * B, d.D}));
-  grads.w.b_x = d_xw_rows.sum(0);
+  const at::Tensor d_xw_rows = d_xw.view({T * B, d.G}), x_rows = x.reshape({T * B, d.D});
+  const at::Tensor d_terms[3] = {d_xw_rows.narrow(1, 0, 4 * H), d_xw_rows.narrow(1, 4 * H, NH),
+                                 d_xw_rows.narrow(1, 4 * H + NH, H)};
+  if (input_grad) {
+    grads.x = at::mm(d_terms[0], w.w_ih);
+    grads.x.addmm_(d_terms[1], w.w_xr).addmm_(d_terms[2], w.w_emb);
+    grads.x = grads.x.view({T, B, d.D});
+  }
+  grads.w.w_ih = at::mm(d_terms[0].t(), x_rows);
+  grads.w.w_xr = at::mm(d_terms[1].t(), x_rows);
+  grads.w.w_emb = at::mm(d_terms[2].t(), x_rows);
+  grads.w.b_gates = d_terms[0].sum(0);
+  grads.w.b_r = d_terms[1].sum(0);
+  grads.w.b_emb = d_terms[2].sum(0);
   // dW_hh = sum_t da_t^T h_{t-1}: step 0 reads h0, step t > 0 the time line's row of step t - 1.
-  const at::Tensor d_gate_rows = d_xw_rows.narrow(1, 0, 4 * H);
+  const at::Tensor& d_gate_rows = d_terms[0];
   grads.w.w_hh = at::mm(d_gate_rows.narrow(0, 0, B).t(), init.h);
   if (T > 1)
     grads.w.w_hh.addmm_(d_gate_rows.narrow(0, B, (T - 1) * B).t(), saved.h_line.narrow(0, k, T - 1).view({-1, H}));

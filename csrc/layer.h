@@ -2,7 +2,7 @@
 // the orchestration is here, the device-specific kernels come from a LayerKernels table.
 //
 // Shapes: T steps, B batch, D input features, H hidden, N memory slots, NH = N * H,
-// k block size, F MLP features, G = 4H + NH + H (rows of the hoisted input weight).
+// k block size, F MLP features, G = 4H + NH + H (columns of the hoisted input product).
 // Every tensor is contiguous and on one device (steps / lengths int64, on any device).
 #pragma once
 
@@ -14,13 +14,16 @@
 
 namespace nrnm {
 
-// One layer's weights as the op takes them. The input-side weights and biases come
-// stacked so that one GEMM gives every input term: rows [0, 4H) the LSTM gates
-// (bias b_ih + b_hh), [4H, 4H + NH) the memory gate (bias b_r), [4H + NH, G) the input
-// embedding W_x (bias b_x).
+// One layer's weights as the op takes them. The input side's three products with x are
+// columns [0, 4H), [4H, 4H + NH) and [4H + NH, G) of the hoisted input product: the LSTM
+// gates, the memory gate and the input embedding (W_x, b_x of docs/spec.md).
 struct LayerWeights {
-  at::Tensor w_x;     // (G, D)
-  at::Tensor b_x;     // (G,)
+  at::Tensor w_ih;     // (4H, D)
+  at::Tensor w_xr;     // (NH, D)
+  at::Tensor w_emb;    // (H, D) W_x
+  at::Tensor b_gates;  // (4H,) b_ih + b_hh
+  at::Tensor b_r;      // (NH,)
+  at::Tensor b_emb;    // (H,) b_x
   at::Tensor w_hh;    // (4H, H)
   at::Tensor w_mr;    // (NH, NH)
   at::Tensor w_mc;    // (H, NH)
@@ -40,7 +43,7 @@ struct LayerWeights {
   at::Tensor w_gm;    // (2H, H)
   at::Tensor b_g;     // (2H,)
 
-  static constexpr int kCount = 20;
+  static constexpr int kCount = 24;
   std::vector<at::Tensor> list() const;
   static LayerWeights from_list(const std::vector<at::Tensor>& ws);
 };

@@ -19,7 +19,7 @@ using LayerForwardResult = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Te
                                       at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
                                       at::Tensor, at::Tensor>;
 
-// (grad x, grad h0, c0, memory0, window0, ewindow0, grads of the 20 weights).
+// (grad x, grad h0, c0, memory0, window0, ewindow0, grads of the 24 weights).
 using LayerBackwardResult =
     std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>>;
 

@@ -57,9 +57,7 @@ Tensor memory_update(const Tensor& M, const Tensor& window, const Tensor& ewindo
 Layer reference_layer(const Tensor& x, const Tensor& lengths, const nrnm::LayerState& s0,
                       const nrnm::LayerWeights& w, const nrnm::LayerConfig& cfg) {
   const int64_t T = x.size(0), B = x.size(1), N = s0.memory.size(1), H = s0.memory.size(2), NH = N * H;
-  const Tensor w_gates = w.w_x.narrow(0, 0, 4 * H), b_gates = w.b_x.narrow(0, 0, 4 * H);
-  const Tensor w_r = w.w_x.narrow(0, 4 * H, NH), b_r = w.b_x.narrow(0, 4 * H, NH);
-  const Tensor w_e = w.w_x.narrow(0, 4 * H + NH, H), b_e = w.b_x.narrow(0, 4 * H + NH, H);
+  const Tensor &w_gates = w.w_ih, &b_gates = w.b_gates, &w_r = w.w_xr, &b_r = w.b_r, &w_e = w.w_emb, &b_e = w.b_emb;
   Tensor h = s0.h, c = s0.c, M = s0.memory, window = s0.window, ewindow = s0.ewindow, steps = s0.steps;
   std::vector<Tensor> outs;
   for (int64_t t = 0; t < T; ++t) {
@@ -103,9 +101,10 @@ void expect_close(const std::string& what, const Tensor& actual, const Tensor& e
 void run(const Case& cs) {
   torch::manual_seed(0);
   const auto opts = torch::TensorOptions().dtype(torch::kFloat64);
-  const int64_t T = cs.T, B = cs.B, D = cs.D, H = cs.H, N = cs.N, NH = N * H, k = cs.k, G = 4 * H + NH + H;
+  const int64_t T = cs.T, B = cs.B, D = cs.D, H = cs.H, N = cs.N, NH = N * H, k = cs.k;
   auto rnd = [&](std::vector<int64_t> shape, double scale) { return torch::randn(shape, opts) * scale; };
-  std::vector<Tensor> ws = {rnd({G, D}, 0.4),  rnd({G}, 0.4),      rnd({4 * H, H}, 0.4), rnd({NH, NH}, 0.4),
+  std::vector<Tensor> ws = {rnd({4 * H, D}, 0.4), rnd({NH, D}, 0.4), rnd({H, D}, 0.4),  rnd({4 * H}, 0.4),
+                            rnd({NH}, 0.4),       rnd({H}, 0.4),      rnd({4 * H, H}, 0.4), rnd({NH, NH}, 0.4),
                             rnd({H, NH}, 0.4), rnd({3 * H, H}, 0.4), rnd({3 * H}, 0.4), rnd({H, H}, 0.4),
                             rnd({H}, 0.4),     1 + rnd({H}, 0.2),  rnd({H}, 0.4),      rnd({cs.F, H}, 0.4),
                             rnd({cs.F}, 0.4),  rnd({H, cs.F}, 0.4), rnd({H}, 0.4),     1 + rnd({H}, 0.2),
