@@ -74,8 +74,14 @@ def run_layer(
     weights = pack_weights(w)
     # Inference (no_grad, or nothing that needs a gradient) keeps none of what only the backward reads.
     for_backward = torch.is_grad_enabled() and any(t.requires_grad for t in (x, *state, *weights))
-    out = _ops.layer_forward(x, lengths.to(x.device), *state, weights, *config, triton_attention, for_backward,
-                             batch_shards(x, triton_attention))
+    args = (x, lengths.to(x.device), *state, weights, *config, triton_attention, for_backward,
+            batch_shards(x, triton_attention))
+    if for_backward or torch.compiler.is_compiling():
+        out = _ops.layer_forward(*args)
+    else:
+        # Nothing to record: skip the autograd kernel, a Python wrapper of ~25 us a call.
+        with torch._C._AutoDispatchBelowAutograd():
+            out = _ops.layer_forward(*args)
     return out[0], LayerState(*out[1:7])
 
 
