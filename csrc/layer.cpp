@@ -1,9 +1,9 @@
 // The layer over a whole sequence (csrc/layer.h), following ARCHITECTURE.md's plan:
-// input-side GEMMs hoisted out of the step loop (over slabs of many steps); the memory term of each chunk between memory
-// updates in one GEMM; per step one recurrent GEMM and one fused element-wise loop;
-// memory updates with N query rows (the key and value projections folded out of the block,
-// or keys and values computed once per step); weight gradients as GEMMs over all steps
-// after the backward loop.
+// input-side GEMMs hoisted out of the step loop (over slabs of many steps); the memory term
+// of each chunk between memory updates in one GEMM; per step one recurrent GEMM and one fused
+// element-wise loop; memory updates with N query rows (the key and value projections folded
+// out of the block, or keys and values computed once per step); weight gradients as GEMMs
+// over all steps after the backward loop.
 
 #include "layer.h"
 

@@ -24,24 +24,24 @@ struct LayerWeights {
   at::Tensor b_gates;  // (4H,) b_ih + b_hh
   at::Tensor b_r;      // (NH,)
   at::Tensor b_emb;    // (H,) b_x
-  at::Tensor w_hh;    // (4H, H)
-  at::Tensor w_mr;    // (NH, NH)
-  at::Tensor w_mc;    // (H, NH)
-  at::Tensor w_in;    // (3H, H) rows q, k, v
-  at::Tensor b_in;    // (3H,)
-  at::Tensor w_o;     // (H, H)
-  at::Tensor b_o;     // (H,)
-  at::Tensor ln1_w;   // (H,)
-  at::Tensor ln1_b;   // (H,)
-  at::Tensor w_1;     // (F, H)
-  at::Tensor b_1;     // (F,)
-  at::Tensor w_2;     // (H, F)
-  at::Tensor b_2;     // (H,)
-  at::Tensor ln2_w;   // (H,)
-  at::Tensor ln2_b;   // (H,)
-  at::Tensor w_gx;    // (2H, H) rows: input gate, forget gate
-  at::Tensor w_gm;    // (2H, H)
-  at::Tensor b_g;     // (2H,)
+  at::Tensor w_hh;     // (4H, H)
+  at::Tensor w_mr;     // (NH, NH)
+  at::Tensor w_mc;     // (H, NH)
+  at::Tensor w_in;     // (3H, H) rows q, k, v
+  at::Tensor b_in;     // (3H,)
+  at::Tensor w_o;      // (H, H)
+  at::Tensor b_o;      // (H,)
+  at::Tensor ln1_w;    // (H,)
+  at::Tensor ln1_b;    // (H,)
+  at::Tensor w_1;      // (F, H)
+  at::Tensor b_1;      // (F,)
+  at::Tensor w_2;      // (H, F)
+  at::Tensor b_2;      // (H,)
+  at::Tensor ln2_w;    // (H,)
+  at::Tensor ln2_b;    // (H,)
+  at::Tensor w_gx;     // (2H, H) rows: input gate, forget gate
+  at::Tensor w_gm;     // (2H, H)
+  at::Tensor b_g;      // (2H,)
 
   static constexpr int kCount = 24;
   std::vector<at::Tensor> list() const;
@@ -82,9 +82,9 @@ struct LayerForward {
 };
 
 // Runs the layer. x (T, B, D), contiguous or a batch slice of a contiguous (T, B', D) tensor;
-// lengths (B,) int64 in 1..T. Without for_backward (inference)
-// saved.cells, .gates, .r, .kept and .memories come back empty (0 elements): each step's gates
-// and cells go to one scratch row, and the memories are not kept.
+// lengths (B,) int64 in 1..T. Without for_backward (inference) saved.cells, .gates, .r, .kept
+// and .memories come back empty (0 elements): each step's gates and cells go to one scratch
+// row, and the memories are not kept.
 // `into`: where its output and saved tensors are defined, the layer writes them there instead of
 // into new tensors (shapes as above; the output may be a batch slice of a larger (T, B', H)
 // tensor: only each step's (B, H) rows must be contiguous; the saved tensors contiguous).
