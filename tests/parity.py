@@ -66,3 +66,47 @@ def assert_matches(actual: dict, expected: dict, tol: float):
     assert not bad, f"relative errors above {tol}: {bad}"
     nonzero = [name for name, e in expected.items() if e.is_floating_point() and e.abs().max() > 0]
     assert len(nonzero) > 0.8 * len(expected), "the comparison must not be between zeros"
+
+
+def random_config(seed: int) -> dict:
+    """A configuration drawn at random (seeded) over what CASES hold fixed as well: input size,
+    head size, mlp_size, bias, batch_first, three layers.
+    Kept short (T <= 40, L <= 3), where float64 results agree to ~1e-13: over hundreds of steps
+    through several layers a random model is chaotic enough that a one-rounding change of its
+    parameters moves the reference's own gradients by ~1e-9."""
+    import random
+
+    rng = random.Random(seed)
+    nh = rng.choice([1, 2, 3, 4])
+    H = nh * rng.choice([3, 5, 8] if nh == 1 else [2, 3, 5, 8])  # LayerNorm over H = 2 is degenerate
+    k = rng.randint(1, 9)
+    s = rng.randint(1, k)
+    # every element updates its memory at least once (its length at least s), but a length-1 one
+    B, T = rng.choice([1, 2, 3, 5, 13]), max(s, rng.choice([1, 2, 5, 8, 17, 40]))
+    lengths = [rng.randint(s, T) for _ in range(B)] if rng.random() < 0.5 else None
+    if lengths and B > 1:
+        lengths[rng.randrange(B)] = 1
+    return dict(
+        model=dict(input_size=rng.choice([1, 2, 5, 16]), hidden_size=H, num_layers=rng.choice([1, 1, 2, 3]),
+                   block_size=k, stride=s, num_slots=rng.randint(1, 3), num_heads=nh,
+                   mlp_size=rng.choice([3, H, 2 * H + 1]), bias=rng.random() < 0.7, batch_first=rng.random() < 0.3),
+        T=T, B=B, lengths=lengths,
+        steps=[rng.choice([0, rng.randint(0, 3 * k + 2)]) for _ in range(B)],
+    )
+
+
+def run_random_config(backend: str, config: dict) -> dict:
+    """Every output and gradient of one random_config (float64, the input needing a gradient)."""
+    m = config["model"]
+    model = random_model(m["input_size"], m["hidden_size"], backend=backend,
+                         **{k: v for k, v in m.items() if k not in ("input_size", "hidden_size")})
+    T, B = config["T"], config["B"]
+    gen = torch.Generator().manual_seed(7)
+    x = torch.randn(T, B, m["input_size"], generator=gen, dtype=torch.float64)
+    if m["batch_first"]:
+        x = x.transpose(0, 1).contiguous()
+    zero = model.initial_state(B)
+    state = NRNMState(*(torch.randn(t.shape, generator=gen, dtype=torch.float64) * 0.5 for t in zero[:5]),
+                      torch.tensor(config["steps"]))
+    lengths = None if config["lengths"] is None else torch.tensor(config["lengths"])
+    return outputs_and_grads(model, x, state, lengths, seed=11)

@@ -15,7 +15,7 @@ import torch
 
 from helpers import random_model
 from nrnm_fast import NRNM, NRNMState, available_backends
-from parity import CASES, assert_matches, run_case
+from parity import CASES, assert_matches, random_config, run_case, run_random_config
 
 requires_cpu_ext = pytest.mark.skipif("cpu" not in available_backends(), reason="C++ extension not built")
 
@@ -31,6 +31,16 @@ def test_extension_is_built_when_required():
 @pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
 def test_cpu_matches_reference_float64(case):
     assert_matches(run_case("cpu", torch.float64, case), run_case("reference", torch.float64, case), 1e-10)
+
+
+@requires_cpu_ext
+@pytest.mark.parametrize("seed", range(64))
+def test_cpu_matches_reference_random_config(seed):
+    """Seeded random configurations (parity.random_config), each on one or two threads."""
+    config = random_config(seed)
+    with batch_shards(2, 2) if seed % 2 else contextlib.nullcontext():
+        actual = run_random_config("cpu", config)
+    assert_matches(actual, run_random_config("reference", config), 1e-10)
 
 
 @requires_cpu_ext
