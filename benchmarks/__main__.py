@@ -1,9 +1,10 @@
-"""The main job: time every available backend and nn.LSTM on the registered shapes, then check numerics.
+"""The main job: time every available backend and nn.LSTM on the registered shapes and streaming, then check numerics.
 
     python -m benchmarks [--shapes NAME,...] [--threads N] [--json PATH]
 
-Prints the speed table (medians, ratios to nn.LSTM and to the reference) and
-the numerics table (each backend against the float64 reference).
+Prints the speed table (medians, ratios to nn.LSTM and to the reference), the
+streaming table (a step at a time) and the numerics table (each backend against
+the float64 reference).
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from benchmarks.shapes import LSTM, SHAPES
 def speed_table(report: dict, device: str = "cpu") -> str:
     """The table of one device's rows of a pytest-benchmark report ("" if it has none)."""
     info = report["machine_info"]
-    rows = [b for b in report["benchmarks"] if b["extra_info"].get("device") == device]
+    rows = [b for b in report["benchmarks"]
+            if b["extra_info"].get("device") == device and b["extra_info"]["mode"] != "streamed"]
     if not rows:
         return ""
     where = rows[0]["extra_info"].get("gpu") if device == "cuda" else (
@@ -60,6 +62,25 @@ def speed_table(report: dict, device: str = "cpu") -> str:
     return "\n".join(lines)
 
 
+def streaming_table(report: dict) -> str:
+    """The streaming rows (benchmarks/test_streaming_speed.py) of a report: microseconds a step."""
+    rows = [b for b in report["benchmarks"] if b["extra_info"].get("mode") == "streamed"]
+    if not rows:
+        return ""
+    lines = ["Streaming: one step per call, batch 1, the state carried without a gradient; "
+             "median us a step (rounds of {} steps)".format(rows[0]["extra_info"]["steps"]),
+             "| shape | impl | us / step | / nn.LSTM | reference / impl |",
+             "|---|---|---|---|---|"]
+    per_step = {(b["extra_info"]["shape"], b["extra_info"]["impl"]):
+                b["stats"]["median"] * 1e6 / b["extra_info"]["steps"] for b in rows}
+    for (shape, impl), us in sorted(per_step.items(), key=lambda kv: (kv[0][0], kv[0][1] != LSTM)):
+        lstm, ref = per_step.get((shape, LSTM)), per_step.get((shape, "nrnm-reference"))
+        vs_lstm = f"{us / lstm:.2f}x" if lstm else "-"
+        vs_ref = f"{ref / us:.1f}x" if ref and impl != LSTM else "-"
+        lines.append(f"| {shape} | {impl} | {us:.0f} | {vs_lstm} | {vs_ref} |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n")[0])
     parser.add_argument("--shapes", help="comma-separated shape names (default: all registered)")
@@ -84,6 +105,9 @@ def main(argv=None) -> int:
         table = speed_table(report, device)
         if table:
             print("\n" + table + "\n")
+    table = streaming_table(report)
+    if table:
+        print(table + "\n")
 
     from benchmarks.numerics import format_table, numerics_rows
 

@@ -27,6 +27,11 @@ class Shape(NamedTuple):
 SHAPES = [Shape(256, 32, 128, 128), Shape(512, 16, 256, 256), Shape(1024, 8, 128, 128), Shape(128, 64, 512, 512)]
 DEFAULT = SHAPES[0]  # the numerics table's shape
 
+# Streaming (benchmarks/test_streaming_speed.py): one step per call of a batch of one, T = 1,
+# for STREAM_STEPS calls a round.
+STREAM_SHAPES = [Shape(1, 1, 128, 128), Shape(1, 1, 512, 512)]
+STREAM_STEPS = 64
+
 
 def selected_shapes() -> list[Shape]:
     """SHAPES, or those named in $NRNM_BENCH_SHAPES (comma-separated, e.g. T256-B32-D128-H128)."""

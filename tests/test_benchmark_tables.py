@@ -1,0 +1,43 @@
+"""The tables `python -m benchmarks` prints from a pytest-benchmark report: each row from its
+own benchmarks, the streaming rows per step and kept out of the layer table."""
+
+from __future__ import annotations
+
+from benchmarks.__main__ import speed_table, streaming_table
+
+
+def _row(shape, impl, mode, median_s, **extra):
+    return {"extra_info": {"device": "cpu", "shape": shape, "impl": impl, "mode": mode, **extra},
+            "stats": {"median": median_s}}
+
+
+REPORT = {
+    "machine_info": {"cpu_model": "test cpu", "torch_threads": 2, "torch": "2.13.0"},
+    "benchmarks": [
+        _row("T256-B32-D128-H128", "nn.LSTM", "fwd", 0.020),
+        _row("T256-B32-D128-H128", "nrnm-cpu", "fwd", 0.050),
+        _row("T1-B1-D128-H128", "nn.LSTM", "streamed", 64 * 200e-6, steps=64),
+        _row("T1-B1-D128-H128", "nrnm-cpu", "streamed", 64 * 300e-6, steps=64),
+        _row("T1-B1-D128-H128", "nrnm-reference", "streamed", 64 * 1500e-6, steps=64),
+    ],
+}
+
+
+def test_streaming_table_reports_microseconds_a_step_and_ratios():
+    lines = streaming_table(REPORT).splitlines()
+    assert "rounds of 64 steps" in lines[0]
+    rows = {line.split(" | ")[1]: line for line in lines[3:]}
+    assert rows.keys() == {"nn.LSTM", "nrnm-cpu", "nrnm-reference"}
+    assert rows["nn.LSTM"] == "| T1-B1-D128-H128 | nn.LSTM | 200 | 1.00x | - |"
+    assert rows["nrnm-cpu"] == "| T1-B1-D128-H128 | nrnm-cpu | 300 | 1.50x | 5.0x |"
+    assert rows["nrnm-reference"] == "| T1-B1-D128-H128 | nrnm-reference | 1500 | 7.50x | 1.0x |"
+
+
+def test_layer_table_leaves_the_streaming_rows_out():
+    table = speed_table(REPORT)
+    assert "T256-B32-D128-H128 | fwd | nrnm-cpu | 50.0 | 2.50x" in table
+    assert "T1-B1" not in table and "streamed" not in table
+
+
+def test_no_streaming_rows_no_table():
+    assert streaming_table({**REPORT, "benchmarks": REPORT["benchmarks"][:2]}) == ""
