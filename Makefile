@@ -1,5 +1,5 @@
 # The two commands of the README, each doing all set-up on a fresh machine:
-#   make bench   the main job: speed table (every backend and nn.LSTM) and numerics table
+#   make bench   the main job: speed and streaming tables (every backend and nn.LSTM), numerics table
 #   make test    the full test suite: the CMake build and its ctest (when cmake is present), then pytest,
 #                then the Triton kernels' tests under TRITON_INTERPRET=1
 # A virtual environment in $(VENV) is created on first use and refreshed when the build files change.
