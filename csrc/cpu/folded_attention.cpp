@@ -7,6 +7,7 @@
 #include <cmath>
 #include <vector>
 
+#include "lanes.h"
 #include "target_clones.h"
 
 namespace nrnm {
@@ -54,17 +55,6 @@ NRNM_ALWAYS_INLINE void row_dots(int64_t Q, int64_t H, int64_t V, const T* __res
     }
   }
 }
-
-// 32 bytes of T (GCC's vector extension): an AVX2 register, two SSE ones on the baseline clone.
-template <typename T>
-struct Lanes {
-  typedef T type __attribute__((vector_size(32)));
-  // The same at any address of a T, read or written in place.
-  typedef T unaligned __attribute__((vector_size(32), aligned(sizeof(T)), may_alias));
-  static constexpr int64_t kCount = 32 / sizeof(T);
-  static const unaligned& at(const T* p) { return *reinterpret_cast<const unaligned*>(p); }
-  static unaligned& at(T* p) { return *reinterpret_cast<unaligned*>(p); }
-};
 
 // out (H) = sum_v w[v * w_stride] rows[v] (plus out itself where kAdd), over V rows: four
 // registers of out stay in place while every row's slice is added to them. (GCC left the

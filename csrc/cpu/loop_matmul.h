@@ -9,8 +9,8 @@
 
 namespace nrnm {
 
-// out = a @ b + bias on raw rows where b is packed, or is contiguous and small_gemm pays;
-// false where neither holds (the caller falls back to ATen).
+// out = a @ b + bias on raw rows where b is packed, or is contiguous and small_gemm pays, or is
+// a row-major W's transpose and small_gemm_nt pays; false elsewhere (the caller falls back to ATen).
 template <typename T>
 bool raw_matmul(int64_t M, int64_t K, int64_t N, const T* a, int64_t lda, const LoopWeight& b, const T* bias, T* out,
                 int64_t ldo) {
@@ -22,6 +22,10 @@ bool raw_matmul(int64_t M, int64_t K, int64_t N, const T* a, int64_t lda, const 
   }
   if (small_gemm_pays(M) && b.b.is_contiguous()) {
     small_gemm(M, K, N, a, lda, b.b.data_ptr<T>(), bias, out, ldo);
+    return true;
+  }
+  if (small_gemm_nt_pays(M) && b.b.stride(0) == 1) {  // b = W^T, W (N, K) row-major
+    small_gemm_nt(M, K, N, a, lda, b.b.data_ptr<T>(), b.b.stride(1), bias, out, ldo);
     return true;
   }
   return false;

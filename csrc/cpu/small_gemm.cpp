@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "lanes.h"
 #include "target_clones.h"
 
 namespace nrnm {
@@ -120,6 +121,52 @@ NRNM_ALWAYS_INLINE void packed_gemm_impl(int64_t M, int64_t K, int64_t N, const 
     for (int64_t m0 = 0; m0 < M; m0 += 4) rows_from(m0, M, K, N, A, lda, layout, n0, bias, C, ldc);
 }
 
+// C[m][n0 + j] for MB rows of A and NB rows of W: MB x NB dot products, each in the lanes of
+// one vector along K and summed across them at the end (the last K % lanes terms scalar).
+template <typename T, int MB, int NB>
+NRNM_ALWAYS_INLINE void dot_block(int64_t K, const T* __restrict A, int64_t lda, const T* __restrict W, int64_t ldw,
+                                  int64_t n0, const T* __restrict bias, T* __restrict C, int64_t ldc) {
+  using L = Lanes<T>;
+  using Vec = typename L::type;
+  constexpr int64_t n = L::kCount;
+  Vec acc[MB][NB];
+  for (int m = 0; m < MB; ++m)
+    for (int j = 0; j < NB; ++j) acc[m][j] = Vec{};
+  int64_t k = 0;
+  for (; k + n <= K; k += n) {
+    Vec w[NB];
+    for (int j = 0; j < NB; ++j) w[j] = L::at(W + (n0 + j) * ldw + k);
+    for (int m = 0; m < MB; ++m) {
+      const Vec a = L::at(A + m * lda + k);
+      for (int j = 0; j < NB; ++j) acc[m][j] += a * w[j];
+    }
+  }
+  for (int m = 0; m < MB; ++m)
+    for (int j = 0; j < NB; ++j) {
+      T s = bias ? bias[n0 + j] : T(0);
+      for (int64_t l = 0; l < n; ++l) s += acc[m][j][l];
+      for (int64_t t = k; t < K; ++t) s += A[m * lda + t] * W[(n0 + j) * ldw + t];
+      C[m * ldc + n0 + j] = s;
+    }
+}
+
+// Rows of A in pairs (a single last one alone), against four rows of W at a time.
+template <typename T, int MB>
+NRNM_ALWAYS_INLINE void dot_rows(int64_t K, int64_t N, const T* A, int64_t lda, const T* W, int64_t ldw,
+                                 const T* bias, T* C, int64_t ldc) {
+  int64_t n0 = 0;
+  for (; n0 + 4 <= N; n0 += 4) dot_block<T, MB, 4>(K, A, lda, W, ldw, n0, bias, C, ldc);
+  for (; n0 < N; ++n0) dot_block<T, MB, 1>(K, A, lda, W, ldw, n0, bias, C, ldc);
+}
+
+template <typename T>
+NRNM_ALWAYS_INLINE void small_gemm_nt_impl(int64_t M, int64_t K, int64_t N, const T* A, int64_t lda, const T* W,
+                                           int64_t ldw, const T* bias, T* C, int64_t ldc) {
+  int64_t m0 = 0;
+  for (; m0 + 2 <= M; m0 += 2) dot_rows<T, 2>(K, N, A + m0 * lda, lda, W, ldw, bias, C + m0 * ldc, ldc);
+  if (m0 < M) dot_rows<T, 1>(K, N, A + m0 * lda, lda, W, ldw, bias, C + m0 * ldc, ldc);
+}
+
 template <typename T>
 void pack_panels_impl(int64_t K, int64_t N, const T* B, int64_t stride_k, int64_t stride_n, T* P) {
   constexpr int64_t W = panel_width<T>();
@@ -150,6 +197,16 @@ NRNM_CPU_CLONES void packed_gemm(int64_t M, int64_t K, int64_t N, const float* A
 NRNM_CPU_CLONES void packed_gemm(int64_t M, int64_t K, int64_t N, const double* A, int64_t lda, const double* P,
                                  const double* bias, double* C, int64_t ldc) {
   packed_gemm_impl(M, K, N, A, lda, P, bias, C, ldc);
+}
+
+NRNM_CPU_CLONES void small_gemm_nt(int64_t M, int64_t K, int64_t N, const float* A, int64_t lda, const float* W,
+                                   int64_t ldw, const float* bias, float* C, int64_t ldc) {
+  small_gemm_nt_impl(M, K, N, A, lda, W, ldw, bias, C, ldc);
+}
+
+NRNM_CPU_CLONES void small_gemm_nt(int64_t M, int64_t K, int64_t N, const double* A, int64_t lda, const double* W,
+                                   int64_t ldw, const double* bias, double* C, int64_t ldc) {
+  small_gemm_nt_impl(M, K, N, A, lda, W, ldw, bias, C, ldc);
 }
 
 void pack_panels(int64_t K, int64_t N, const float* B, int64_t stride_k, int64_t stride_n, float* P) {

@@ -42,6 +42,18 @@ inline bool packed_gemm_pays(int64_t max_rows, int64_t uses) {
   return max_rows >= 1 && max_rows <= kMaxPackedRows && uses * max_rows >= kMinPackedRows;
 }
 
+// C = A W^T (+ bias) reading W (N, K) in place, row-major with row stride ldw (the weight as a
+// module holds it): each entry a dot product along K. For the one or two rows of a call that
+// packs nothing (streaming a step of one element, its memory update's rows), where MKL took
+// 4-9 us a product through at::addmm_out at H = 128 and the row-major loop needs W^T copied.
+// Two rows read W once; more would read it once per pair.
+inline bool small_gemm_nt_pays(int64_t M) { return M >= 1 && M <= 2; }
+
+void small_gemm_nt(int64_t M, int64_t K, int64_t N, const float* A, int64_t lda, const float* W, int64_t ldw,
+                   const float* bias, float* C, int64_t ldc);
+void small_gemm_nt(int64_t M, int64_t K, int64_t N, const double* A, int64_t lda, const double* W, int64_t ldw,
+                   const double* bias, double* C, int64_t ldc);
+
 // Columns per panel: three AVX2 registers.
 template <typename T>
 constexpr int64_t panel_width() {

@@ -1,6 +1,7 @@
-// ctest: csrc/cpu/small_gemm.h against at::mm, float and double, both layouts of B (row-major,
-// and packed from a row-major or a transposed B): every row count 1..17, column counts around
-// the kernel's block and panel widths, strided A and C, with and without a bias.
+// ctest: csrc/cpu/small_gemm.h against at::mm, float and double, every layout of B (row-major;
+// packed from a row-major or a transposed B; B = W^T read in place from a row-major W with a
+// row stride past K): every row count 1..17, column counts around the kernels' block and panel
+// widths, strided A and C, with and without a bias.
 
 #include <ATen/ATen.h>
 
@@ -21,8 +22,11 @@ bool check(at::ScalarType dtype, double tol, int layout) {
         for (bool with_bias : {false, true}) {
           // A and C are column slices of wider matrices: row strides K + 3 and N + 5.
           const at::Tensor A = at::randn({M, K + 3}, opts).narrow(1, 1, K);
-          // layout 0: row-major; 1: packed from row-major; 2: packed from B = W^T, W (N, K) row-major
-          const at::Tensor B = layout == 2 ? at::randn({N, K}, opts).t() : at::randn({K, N}, opts);
+          // layout 0: row-major; 1: packed from row-major; 2: packed from B = W^T, W (N, K) row-major;
+          // 3: B = W^T in place, W's rows K + 2 apart
+          const at::Tensor B = layout == 3   ? at::randn({N, K + 2}, opts).narrow(1, 1, K).t()
+                               : layout == 2 ? at::randn({N, K}, opts).t()
+                                             : at::randn({K, N}, opts);
           const at::Tensor bias = at::randn({N}, opts);
           at::Tensor C_wide = at::full({M, N + 5}, 7.0, opts);
           at::Tensor C = C_wide.narrow(1, 2, N);
@@ -30,6 +34,9 @@ bool check(at::ScalarType dtype, double tol, int layout) {
           if (layout == 0) {
             nrnm::small_gemm(M, K, N, A.data_ptr<T>(), A.stride(0), B.data_ptr<T>(), b, C.data_ptr<T>(),
                              C.stride(0));
+          } else if (layout == 3) {
+            nrnm::small_gemm_nt(M, K, N, A.data_ptr<T>(), A.stride(0), B.data_ptr<T>(), B.stride(1), b,
+                                C.data_ptr<T>(), C.stride(0));
           } else {
             at::Tensor P = at::empty({K * N}, opts);
             nrnm::pack_panels(K, N, B.data_ptr<T>(), B.stride(0), B.stride(1), P.data_ptr<T>());
@@ -57,7 +64,7 @@ bool check(at::ScalarType dtype, double tol, int layout) {
 
 int main() {
   bool ok = true;
-  for (int layout : {0, 1, 2})
+  for (int layout : {0, 1, 2, 3})
     ok = check<float>(at::kFloat, 1e-5, layout) && check<double>(at::kDouble, 1e-13, layout) && ok;
   std::printf("%s\n", ok ? "small_gemm matches at::mm" : "small_gemm differs from at::mm");
   return ok ? 0 : 1;
