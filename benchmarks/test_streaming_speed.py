@@ -1,7 +1,8 @@
 """Time streaming: one step per call (T = 1) of a batch of one, carrying the state from call
 to call without a gradient, as online inference runs a recurrent layer. nn.LSTM carries
-(h, c), NRNM its full NRNMState. A round streams STEPS steps from the zero state, so it
-holds STEPS / stride memory updates; the table reports the median round over STEPS.
+(h, c), NRNM its full NRNMState. A round streams STREAM_STEPS steps from the zero state, so
+it holds STREAM_STEPS / stride memory updates; the table reports the median round over
+STREAM_STEPS.
 
 At one row per product every call is mostly fixed cost (argument checks, the dispatch, the
 op's small tensors) and the weights' reads: this is where that cost shows.
