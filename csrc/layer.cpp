@@ -109,15 +109,17 @@ at::Tensor final_window_rows(const at::Tensor& lengths, int64_t k) {
 
 // The input products x_t W_ih^T | x_t W_xr^T | x_t W_x^T + b_x (gates | memory gate | embedding)
 // for the steps of each chunk, computed a slab of steps at a time into one buffer that the call
-// reuses (LayerKernels::input_slab_rows), each weight's GEMM writing its columns; each slab also
+// reuses (LayerKernels::input_slab_rows), each weight's GEMM (LayerKernels::loop_matmul: on the
+// CPU one or two rows, a streamed step's, read the weight in place) writing its columns; each slab also
 // writes its embedding rows, with their bias, to the time line. The other terms' biases join
 // them later, in passes that read them anyway: the gates' in the per-step GEMM, the memory
 // gate's in m @ W_mr^T.
 class InputSlabs {
  public:
   // x (T, B, D), a view (a shard's) or contiguous; e_rows (T, B, H) the time line's rows of steps 0..T-1.
-  InputSlabs(const at::Tensor& x, const LayerWeights& w, const at::Tensor& e_rows, int64_t slab_steps)
-      : x_(x), w_t_{w.w_ih.t(), w.w_xr.t(), w.w_emb.t()}, b_emb_(w.b_emb), e_rows_(e_rows),
+  InputSlabs(const at::Tensor& x, const LayerWeights& w, const LayerKernels& kernels, const at::Tensor& e_rows,
+             int64_t slab_steps)
+      : x_(x), w_t_{w.w_ih.t(), w.w_xr.t(), w.w_emb.t()}, b_emb_(w.b_emb), e_rows_(e_rows), kernels_(kernels),
         buffer_(at::empty({slab_steps, x.size(1), w.w_ih.size(0) + w.w_xr.size(0) + w.w_emb.size(0)},
                           x.options())) {}
 
@@ -133,7 +135,7 @@ class InputSlabs {
       const at::Tensor x_rows = x_.narrow(0, begin_, end_ - begin_).reshape({-1, x_.size(2)});
       for (int64_t i = 0, col = 0; i < 3; col += w_t_[i].size(1), ++i) {
         at::Tensor columns = slab_rows.narrow(1, col, w_t_[i].size(1));
-        at::mm_out(columns, x_rows, w_t_[i]);
+        kernels_.loop_matmul(x_rows, w_t_[i], at::Tensor(), columns);
       }
       at::Tensor e = e_rows_.narrow(0, begin_, end_ - begin_);
       at::add_out(e, slab.narrow(2, G - H, H), b_emb_);
@@ -144,7 +146,9 @@ class InputSlabs {
  private:
   at::Tensor x_;
   at::Tensor w_t_[3];  // W_ih^T, W_xr^T, W_x^T
-  at::Tensor b_emb_, e_rows_, buffer_;
+  at::Tensor b_emb_, e_rows_;
+  const LayerKernels& kernels_;
+  at::Tensor buffer_;
   int64_t begin_ = 0, end_ = 0;  // the buffer holds steps begin_ .. end_ - 1
 };
 
@@ -191,7 +195,7 @@ LayerForward layer_forward(const at::Tensor& x, const at::Tensor& lengths, const
   LayerSaved saved;
   saved.e_line = place(given.saved.e_line, {k + T, B, H});
   saved.e_line.narrow(0, 0, k).copy_(init.ewindow.transpose(0, 1));
-  InputSlabs inputs(x, w, saved.e_line.narrow(0, k, T), input_slab_steps(kernels, schedule, T, B));
+  InputSlabs inputs(x, w, kernels, saved.e_line.narrow(0, k, T), input_slab_steps(kernels, schedule, T, B));
   if (kernels.keys_values()) inputs.rows(0, T - 1);  // the whole embedding line before the loop
   saved.h_line = place(given.saved.h_line, {k + T, B, H});
   saved.h_line.narrow(0, 0, k).copy_(init.window.transpose(0, 1));
@@ -219,7 +223,8 @@ LayerForward layer_forward(const at::Tensor& x, const at::Tensor& lengths, const
   std::optional<ForwardLoopWeights> own_loop;
   const ForwardLoopWeights& lw = loop ? *loop : own_loop.emplace(w, cfg, kernels, B, T, schedule);
   at::Tensor mem = init.memory.clone();
-  at::Tensor mr = at::addmm(b_r, mem.view({B, NH}), w.w_mr.t());  // m @ W_mr^T + b_r: changes only at updates
+  // m @ W_mr^T + b_r: changes only at updates.
+  at::Tensor mr = loop_matmul(kernels, mem.view({B, NH}), lw.w_mr_t.b.defined() ? lw.w_mr_t : w.w_mr.t(), b_r);
   const UpdatePlan plan(schedule, steps0, cfg, B, x.options(), kernels.host_blocks);
   size_t update = 0;
   at::Tensor h = init.h.clone(), c = init.c.clone();
