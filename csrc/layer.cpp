@@ -78,6 +78,7 @@ struct UpdatePlan {
       n_valid.insert(n_valid.end(), a.n_valid.begin(), a.n_valid.end());
       updates.push_back(std::move(a));
     }
+    if (updates.empty()) return;  // streaming a step at a time, most calls: no index tensors to make
     const at::Device device = options.device();
     const at::Tensor elems_d = index_tensor(elems, device), n_valid_d = index_tensor(n_valid, device);
     const at::Tensor rows_d = index_tensor(rows, device), after_d = index_tensor(after, device);
@@ -202,19 +203,25 @@ LayerForward layer_forward(const at::Tensor& x, const at::Tensor& lengths, const
   // Only the backward reads the gates and cells of past steps and the memories before each update.
   saved.cells = place(given.saved.cells, {for_backward ? T : 1, B, H});
   saved.gates = place(given.saved.gates, {for_backward ? T : 1, B, 4 * H});
-  saved.r = place(given.saved.r, {for_backward ? T : 0, B, NH});
-  saved.kept = place(given.saved.kept, {for_backward ? Schedule::max_updates(T, d.s) : 0, B, N, d.kept_width});
+  // Inference returns r, kept and memories empty, as (0,): the fake kernel's shape.
+  const auto kept_shape = [&](std::vector<int64_t> shape) { return for_backward ? shape : std::vector<int64_t>{0}; };
+  saved.r = place(given.saved.r, kept_shape({T, B, NH}));
+  saved.kept = place(given.saved.kept, kept_shape({Schedule::max_updates(T, d.s), B, N, d.kept_width}));
   // The updates' kept blocks, one after the other: update e takes the next u_e rows.
   const at::Tensor kept_rows = saved.kept.view({-1, N * d.kept_width});
   int64_t kept_row = 0;
-  saved.memories =
-      place(given.saved.memories, {for_backward ? Schedule::max_updates(T, d.s) + 1 : 0, B, N, H}).zero_();
-  if (for_backward) saved.memories[0].copy_(init.memory);
+  saved.memories = place(given.saved.memories, kept_shape({Schedule::max_updates(T, d.s) + 1, B, N, H}));
+  if (for_backward) {
+    saved.memories.zero_();
+    saved.memories[0].copy_(init.memory);
+  }
 
   // Keys and values of every time-line row, computed once (blocks overlap), for kernels that read them.
-  const at::Tensor w_kv = w.w_in.narrow(0, H, 2 * H), b_kv = w.b_in.narrow(0, H, 2 * H);
+  at::Tensor w_kv, b_kv;
   BlockLines lines{saved.e_line, saved.h_line, at::Tensor(), at::Tensor()};
   if (kernels.keys_values()) {
+    w_kv = w.w_in.narrow(0, H, 2 * H);
+    b_kv = w.b_in.narrow(0, H, 2 * H);
     lines.kv_emb = at::addmm(b_kv, saved.e_line.view({(k + T) * B, H}), w_kv.t()).view({k + T, B, 2 * H});
     lines.kv_hid = at::empty({k + T, B, 2 * H}, x.options());
     at::Tensor kv_rows = lines.kv_hid.narrow(0, 0, k).view({k * B, 2 * H});
@@ -289,7 +296,8 @@ LayerForward layer_forward(const at::Tensor& x, const at::Tensor& lengths, const
     }
     ++update;
   }
-  kept_rows.narrow(0, kept_row, kept_rows.size(0) - kept_row).zero_();  // the rows no update took: defined
+  if (for_backward)  // the rows no update took: defined
+    kept_rows.narrow(0, kept_row, kept_rows.size(0) - kept_row).zero_();
 
   const at::Tensor rows = final_window_rows(lengths, k).unsqueeze(-1).expand({k, B, H});
   LayerForward result;
@@ -297,10 +305,8 @@ LayerForward layer_forward(const at::Tensor& x, const at::Tensor& lengths, const
   result.final = {h, c, mem, saved.h_line.gather(0, rows).transpose(0, 1).contiguous(),
                   saved.e_line.gather(0, rows).transpose(0, 1).contiguous(), init.steps + lengths};
   result.saved = saved;
-  if (!for_backward) {  // distinct tensors: op outputs must not alias
-    for (at::Tensor* t : {&result.saved.cells, &result.saved.gates, &result.saved.r, &result.saved.kept,
-                          &result.saved.memories})
-      *t = at::empty({0}, x.options());
+  if (!for_backward) {  // the scratch rows out as r and the others: empty, distinct (op outputs must not alias)
+    for (at::Tensor* t : {&result.saved.cells, &result.saved.gates}) *t = at::empty({0}, x.options());
   }
   return result;
 }

@@ -4,6 +4,9 @@
 
 #include "ops.h"
 
+#include <algorithm>
+#include <utility>
+
 #include <ATen/core/LegacyTypeDispatch.h>
 #include <c10/core/impl/LocalDispatchKeySet.h>
 #include <torch/library.h>
@@ -20,6 +23,15 @@ void check_like_x(const at::Tensor& t, const char* name, const at::Tensor& x) {
               " like x, got ", t.device());
   TORCH_CHECK(t.scalar_type() == x.scalar_type(), "nrnm_fast.layer_forward: ", name, " must have dtype ",
               x.scalar_type(), " like x, got ", t.scalar_type());
+}
+
+// (min, max) of a non-empty int64 tensor, read on the host: one copy from a device (none on the
+// CPU) instead of a reduction and a sync for each.
+std::pair<int64_t, int64_t> host_range(const at::Tensor& t) {
+  const at::Tensor host = t.cpu().contiguous();
+  const int64_t* p = host.data_ptr<int64_t>();
+  const auto [lo, hi] = std::minmax_element(p, p + host.numel());
+  return {*lo, *hi};
 }
 
 // Checks what the kernels rely on (the Python module checks the user's arguments first).
@@ -48,9 +60,9 @@ void check_args(const at::Tensor& x, const at::Tensor& lengths, const at::Tensor
               LayerWeights::kCount, " weight tensors, got ", weights.size());
   for (const at::Tensor& t : weights) check_like_x(t, "every weight", x);
   for (const at::Tensor* t : {&h0, &c0, &memory0}) check_like_x(*t, "every state tensor", x);
-  const auto lo = lengths.min().item<int64_t>(), hi = lengths.max().item<int64_t>();
+  const auto [lo, hi] = host_range(lengths);
   TORCH_CHECK(lo >= 1 && hi <= T, "nrnm_fast: lengths must lie in 1..", T, ", got ", lo, "..", hi);
-  TORCH_CHECK(steps0.min().item<int64_t>() >= 0, "nrnm_fast: steps0 must be >= 0");
+  TORCH_CHECK(host_range(steps0).first >= 0, "nrnm_fast: steps0 must be >= 0");
 }
 
 std::vector<at::Tensor> contiguous(const std::vector<at::Tensor>& ts) {
