@@ -127,7 +127,7 @@ class InputSlabs {
   // (t1 - t0 + 1, B, G): the rows of steps t0..t1, in the buffer from step t0 on unless there already.
   at::Tensor rows(int64_t t0, int64_t t1) {
     if (t0 < begin_ || t1 >= end_) {
-      const int64_t T = e_rows_.size(0), B = buffer_.size(1), H = e_rows_.size(2), G = buffer_.size(2);
+      const int64_t T = e_rows_.size(0), H = e_rows_.size(2), G = buffer_.size(2);
       begin_ = t0;
       end_ = std::min(T, t0 + buffer_.size(0));
       TORCH_CHECK(t1 < end_, "nrnm_fast: an input slab of ", buffer_.size(0), " steps for steps ", t0, "..", t1);
@@ -153,14 +153,86 @@ class InputSlabs {
   int64_t begin_ = 0, end_ = 0;  // the buffer holds steps begin_ .. end_ - 1
 };
 
-// Steps per input slab: every step where the kernels read the whole embedding line before the
-// loop (keys and values of every row) or ask for it; at least the longest chunk.
-int64_t input_slab_steps(const LayerKernels& kernels, const Schedule& schedule, int64_t T, int64_t B) {
-  if (kernels.keys_values() || kernels.input_slab_rows <= 0) return T;
+// Steps per slab of the input product or its gradient: every step where the kernels ask for it;
+// at least the longest chunk.
+int64_t slab_steps(const LayerKernels& kernels, const Schedule& schedule, int64_t T, int64_t B) {
+  if (kernels.input_slab_rows <= 0) return T;
   int64_t steps = (kernels.input_slab_rows + B - 1) / B;
   for (const Chunk& c : schedule.chunks) steps = std::max(steps, c.t1 - c.t0 + 1);
   return std::min(steps, T);
 }
+
+// The gradient of InputSlabs' products, walking back a slab of steps at a time: the loop
+// writes each chunk's rows (gates | memory gate) into one buffer that the call reuses, and
+// before the buffer takes earlier steps its slab leaves through the GEMMs that the whole
+// (T, B, G) gradient went through at once: the input's gradient and the input weights' and
+// W_hh's. A slab's embedding columns are the embedding line's gradient, whose row of step t
+// is final once every memory update at step t or later (all that read it) is done.
+//
+// Shapes as layer_backward's; `grads` gets w_ih, w_xr, w_emb, b_gates, b_r, b_emb and w_hh
+// (zeros to add to) and x's gradient (T, B, D) where input_grad.
+class GradSlabs {
+ public:
+  GradSlabs(const at::Tensor& x, const at::Tensor& h0, const at::Tensor& h_line, const at::Tensor& d_e_line,
+            const LayerWeights& w, int64_t k, int64_t slab_steps, bool input_grad, LayerGrads& grads)
+      : x_(x), h0_(h0), h_line_(h_line), d_e_line_(d_e_line), w_(w), k_(k), grads_(grads),
+        buffer_(at::empty({slab_steps, x.size(1), w.w_ih.size(0) + w.w_xr.size(0) + w.w_emb.size(0)},
+                          x.options())),
+        base_(x.size(0)), begin_(x.size(0)), end_(x.size(0)) {
+    if (input_grad) grads_.x = at::empty_like(x, at::MemoryFormat::Contiguous);
+  }
+
+  // (t1 - t0 + 1, B, G): the rows of steps t0..t1; a chunk at a time, walking back.
+  at::Tensor rows(int64_t t0, int64_t t1) {
+    if (t0 < base_) {
+      flush();
+      end_ = t1 + 1;
+      base_ = std::max<int64_t>(0, end_ - buffer_.size(0));
+    }
+    begin_ = t0;
+    return buffer_.narrow(0, t0 - base_, t1 - t0 + 1);
+  }
+
+  // The GEMMs of the steps the buffer holds; once more after the loop.
+  void flush() {
+    const int64_t n = end_ - begin_;
+    if (n == 0) return;
+    const int64_t B = buffer_.size(1), G = buffer_.size(2), H = h_line_.size(2), NH = w_.w_xr.size(0);
+    const int64_t D = x_.size(2);
+    const at::Tensor slab = buffer_.narrow(0, begin_ - base_, n);
+    slab.narrow(2, G - H, H).copy_(d_e_line_.narrow(0, k_ + begin_, n));
+    const at::Tensor d_rows = slab.view({n * B, G}), x_rows = x_.narrow(0, begin_, n).reshape({n * B, D});
+    const at::Tensor d_terms[3] = {d_rows.narrow(1, 0, 4 * H), d_rows.narrow(1, 4 * H, NH),
+                                   d_rows.narrow(1, 4 * H + NH, H)};
+    at::Tensor* weight_grads[3] = {&grads_.w.w_ih, &grads_.w.w_xr, &grads_.w.w_emb};
+    at::Tensor* bias_grads[3] = {&grads_.w.b_gates, &grads_.w.b_r, &grads_.w.b_emb};
+    if (grads_.x.defined()) {
+      at::Tensor dx = grads_.x.narrow(0, begin_, n).view({n * B, D});
+      at::mm_out(dx, d_terms[0], w_.w_ih);
+      dx.addmm_(d_terms[1], w_.w_xr).addmm_(d_terms[2], w_.w_emb);
+    }
+    for (int i = 0; i < 3; ++i) {
+      weight_grads[i]->addmm_(d_terms[i].t(), x_rows);
+      bias_grads[i]->add_(d_terms[i].sum(0));
+    }
+    // dW_hh = sum_t da_t^T h_{t-1}: step 0 reads h0, step t > 0 the time line's row of step t - 1.
+    const int64_t from = std::max<int64_t>(begin_, 1);
+    if (begin_ == 0) grads_.w.w_hh.addmm_(d_terms[0].narrow(0, 0, B).t(), h0_);
+    if (end_ > from)
+      grads_.w.w_hh.addmm_(d_terms[0].narrow(0, (from - begin_) * B, (end_ - from) * B).t(),
+                           h_line_.narrow(0, k_ + from - 1, end_ - from).view({-1, H}));
+    end_ = begin_;
+  }
+
+ private:
+  at::Tensor x_, h0_, h_line_, d_e_line_;
+  const LayerWeights& w_;
+  int64_t k_;
+  LayerGrads& grads_;
+  at::Tensor buffer_;
+  // Buffer row i holds step base_ + i; steps begin_ .. end_ - 1 are written and not yet flushed.
+  int64_t base_, begin_, end_;
+};
 
 struct Dims {
   int64_t T, B, D, H, N, NH, G, F, k, s, nh, kept_width;
@@ -196,8 +268,10 @@ LayerForward layer_forward(const at::Tensor& x, const at::Tensor& lengths, const
   LayerSaved saved;
   saved.e_line = place(given.saved.e_line, {k + T, B, H});
   saved.e_line.narrow(0, 0, k).copy_(init.ewindow.transpose(0, 1));
-  InputSlabs inputs(x, w, kernels, saved.e_line.narrow(0, k, T), input_slab_steps(kernels, schedule, T, B));
-  if (kernels.keys_values()) inputs.rows(0, T - 1);  // the whole embedding line before the loop
+  // Kernels that read the whole embedding line before the loop (keys and values of every row) take one slab.
+  InputSlabs inputs(x, w, kernels, saved.e_line.narrow(0, k, T),
+                    kernels.keys_values() ? T : slab_steps(kernels, schedule, T, B));
+  if (kernels.keys_values()) inputs.rows(0, T - 1);
   saved.h_line = place(given.saved.h_line, {k + T, B, H});
   saved.h_line.narrow(0, 0, k).copy_(init.window.transpose(0, 1));
   // Only the backward reads the gates and cells of past steps and the memories before each update.
@@ -329,13 +403,8 @@ LayerGrads layer_backward(const at::Tensor& grad_output, const LayerState& grad_
 
   LayerGrads grads;
   {
-    // The input side and w_hh get theirs from GEMMs after the loop.
-    const std::vector<at::Tensor> after_loop = {w.w_ih, w.w_xr, w.w_emb, w.b_gates, w.b_r, w.b_emb, w.w_hh};
     std::vector<at::Tensor> gw;
-    for (const at::Tensor& t : w.list()) {
-      const auto same = [&](const at::Tensor& a) { return t.is_same(a); };
-      gw.push_back(std::any_of(after_loop.begin(), after_loop.end(), same) ? at::Tensor() : at::zeros_like(t));
-    }
+    for (const at::Tensor& t : w.list()) gw.push_back(at::zeros_like(t));
     grads.w = LayerWeights::from_list(gw);
   }
   UpdateWeightGrads update_grads(grads.w, d.nh);
@@ -362,9 +431,9 @@ LayerGrads layer_backward(const at::Tensor& grad_output, const LayerState& grad_
   at::Tensor d_mem = grad_or_zeros(grad_final.memory, {B, N, H});
   at::Tensor d_mr = zeros({B, NH});  // gradient of m @ W_mr^T of each element's current memory
   const at::Tensor d_out = grad_output.defined() ? grad_output : zeros({T, B, H});
-  // Gradient of the hoisted input GEMM's output: gates | memory gate | embedding, written in place.
-  at::Tensor d_xw = at::empty({T, B, d.G}, x.options());
-  const at::Tensor d_gates = d_xw.narrow(2, 0, 4 * H), d_rx = d_xw.narrow(2, 4 * H, NH);
+  // Gradient of the hoisted input GEMM's output: gates | memory gate | embedding, in slabs.
+  GradSlabs d_inputs(x, init.h, saved.h_line, d_e_line, w, k, slab_steps(kernels, schedule, T, B), input_grad,
+                     grads);
   at::Tensor dh_rec = at::empty({B, H}, x.options());
   // (T, B): which elements a step updates, for kernels that run the backward's steps one by one
   const at::Tensor active = kernels.chunk_backward
@@ -425,14 +494,15 @@ LayerGrads layer_backward(const at::Tensor& grad_output, const LayerState& grad_
     }
 
     out_tensor(d_mc, {j, B, H}, x.options());
+    const at::Tensor d_xw = d_inputs.rows(t0, t1);  // (j, B, G)
     if (kernels.chunk_backward) {
       kernels.chunk_backward({t0, t1, k, lengths, saved.gates, saved.cells, init.c, d_out, d_h_line, w_hh, dh, dc,
                               dh_rec, d_xw, d_mc});
     } else {
       for (int64_t t = t1; t >= t0; --t) {
         kernels.step_backward({t, lengths, saved.gates[t], t > 0 ? saved.cells[t - 1] : init.c, saved.cells[t],
-                               d_out[t], d_h_line[k + t], dh, dc, d_xw[t], d_mc[t - t0]});
-        kernels.loop_matmul(d_gates[t], w_hh, at::Tensor(), dh_rec);
+                               d_out[t], d_h_line[k + t], dh, dc, d_xw[t - t0], d_mc[t - t0]});
+        kernels.loop_matmul(d_xw[t - t0].narrow(1, 0, 4 * H), w_hh, at::Tensor(), dh_rec);
         // Inactive elements pass dh on: one masked copy (one kernel on a GPU) unless all are active.
         bool all_active = true;
         for (int64_t b = 0; b < B; ++b) all_active = all_active && t < len[b];
@@ -445,7 +515,7 @@ LayerGrads layer_backward(const at::Tensor& grad_output, const LayerState& grad_
     }
 
     // The chunk's memory term (r * m) @ W_mc^T with r = sigma(x W_xr^T + b_r + m W_mr^T).
-    at::Tensor d_rx_chunk = d_rx.narrow(0, t0, j);
+    at::Tensor d_rx_chunk = d_xw.narrow(2, 4 * H, NH);
     const at::Tensor d_mc_rows = d_mc.view({j * B, H}), r = saved.r.narrow(0, t0, j);
     if (kernels.memory_term_backward) {
       kernels.memory_term_backward(d_mc, r, mem.view({B, NH}), w_mc, d_rx_chunk, d_mem.view({B, NH}), d_mr, rm);
@@ -461,6 +531,7 @@ LayerGrads layer_backward(const at::Tensor& grad_output, const LayerState& grad_
   }
 
   lines = BlockLines();  // recomputed keys and values, if any, are not needed any more
+  d_inputs.flush();
   update_grads.flush();
   w_mr_grad.flush();
   w_mc_grad.flush();
@@ -469,27 +540,6 @@ LayerGrads layer_backward(const at::Tensor& grad_output, const LayerState& grad_
   d_mem.add_(at::mm(d_mr, w.w_mr).view({B, N, H}));
   grads.w.w_mr.addmm_(d_mr.t(), saved.memories[0].view({B, NH}));
 
-  // Weight gradients over all steps at once.
-  d_xw.narrow(2, 4 * H + NH, H).copy_(d_e_line.narrow(0, k, T));
-  const at::Tensor d_xw_rows = d_xw.view({T * B, d.G}), x_rows = x.reshape({T * B, d.D});
-  const at::Tensor d_terms[3] = {d_xw_rows.narrow(1, 0, 4 * H), d_xw_rows.narrow(1, 4 * H, NH),
-                                 d_xw_rows.narrow(1, 4 * H + NH, H)};
-  if (input_grad) {
-    grads.x = at::mm(d_terms[0], w.w_ih);
-    grads.x.addmm_(d_terms[1], w.w_xr).addmm_(d_terms[2], w.w_emb);
-    grads.x = grads.x.view({T, B, d.D});
-  }
-  grads.w.w_ih = at::mm(d_terms[0].t(), x_rows);
-  grads.w.w_xr = at::mm(d_terms[1].t(), x_rows);
-  grads.w.w_emb = at::mm(d_terms[2].t(), x_rows);
-  grads.w.b_gates = d_terms[0].sum(0);
-  grads.w.b_r = d_terms[1].sum(0);
-  grads.w.b_emb = d_terms[2].sum(0);
-  // dW_hh = sum_t da_t^T h_{t-1}: step 0 reads h0, step t > 0 the time line's row of step t - 1.
-  const at::Tensor& d_gate_rows = d_terms[0];
-  grads.w.w_hh = at::mm(d_gate_rows.narrow(0, 0, B).t(), init.h);
-  if (T > 1)
-    grads.w.w_hh.addmm_(d_gate_rows.narrow(0, B, (T - 1) * B).t(), saved.h_line.narrow(0, k, T - 1).view({-1, H}));
 
   grads.initial = {dh, dc, d_mem, d_h_line.narrow(0, 0, k).transpose(0, 1).contiguous(),
                    d_e_line.narrow(0, 0, k).transpose(0, 1).contiguous(), at::Tensor()};

@@ -102,7 +102,7 @@ struct ChunkBackward {
   LoopWeight w_hh;          // (4H, H) W_hh
   at::Tensor dh, dc;        // (B, H) in: after step t1; out: before step t0
   at::Tensor dh_rec;        // (B, H) scratch
-  at::Tensor d_xw;          // (T, B, G) step rows, out: columns [0, 4H) of rows t0..t1, 0 where inactive
+  at::Tensor d_xw;          // (t1 - t0 + 1, B, G) step rows, out: columns [0, 4H), 0 where inactive
   at::Tensor d_mc;          // (t1 - t0 + 1, B, H) step rows, out: 0 where inactive
 };
 
@@ -235,8 +235,8 @@ struct LayerKernels {
   // arithmetic at small batch) except where it indexes with them itself.
   bool host_blocks;
 
-  // Rows (steps x batch) per GEMM of the hoisted input product, which the layer computes a
-  // slab of steps at a time into one buffer (0: every step at once).
+  // Rows (steps x batch) per GEMM of the hoisted input product and of its gradient, which the
+  // layer computes a slab of steps at a time in one buffer each way (0: every step at once).
   int64_t input_slab_rows;
 
   bool keys_values() const { return attention_forward != nullptr; }

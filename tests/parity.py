@@ -41,6 +41,10 @@ CASES = {
     # and a slab as long as the longest chunk, here 60 steps without a memory update after
     # every element's last step, where 256 rows of 8 elements would be 32 steps.
     "T90-B8-idle-tail": (90, 8, 1, 4, 2, 2, 2, [30, 12, 30, 1, 29, 30, 7, 30], [0, 1, 0, 3, 0, 0, 2, 1]),
+    # The backward takes the input product's gradient in the same slabs, walking back a chunk at a
+    # time: here slabs whose earliest chunk does not reach their first row (three in one shard,
+    # one in each of two).
+    "T110-B7-gradient-slabs": (110, 7, 1, 4, 3, 2, 2, [110, 110, 110, 93, 7, 110, 110], [3, 4, 0, 0, 4, 4, 4]),
 }
 
 

@@ -143,12 +143,12 @@ void chunk_backward(const ChunkBackward& s) {
              *d_mc = s.d_mc.data_ptr<scalar_t>();
     const int64_t cell_step = s.cells.stride(0);
     for (int64_t t = s.t1; t >= s.t0; --t) {
-      scalar_t* da = d_xw + t * s.d_xw.stride(0);
+      scalar_t* da = d_xw + (t - s.t0) * s.d_xw.stride(0);
       backward_rows(t, B, H, len, gates + t * s.gates.stride(0), t > 0 ? cells + (t - 1) * cell_step : c0,
                     cells + t * cell_step, dh, d_out + t * s.d_out.stride(0),
                     d_h_line + (s.k + t) * s.d_h_line.stride(0), dc, da, G, d_mc + (t - s.t0) * s.d_mc.stride(0));
       if (!raw_matmul(B, 4 * H, H, da, G, s.w_hh, static_cast<const scalar_t*>(nullptr), dh_rec, H))
-        cpu_loop_matmul(s.d_xw.select(0, t).narrow(1, 0, 4 * H), s.w_hh, at::Tensor(), s.dh_rec);
+        cpu_loop_matmul(s.d_xw.select(0, t - s.t0).narrow(1, 0, 4 * H), s.w_hh, at::Tensor(), s.dh_rec);
       for (int64_t b = 0; b < B; ++b)  // dh of an inactive element passes on unchanged
         if (t < len[b]) std::copy(dh_rec + b * H, dh_rec + (b + 1) * H, dh + b * H);
     }
@@ -235,10 +235,10 @@ void scatter_add_block_rows(const BlockAttention& a, const at::Tensor& rows, at:
   });
 }
 
-// The hoisted input product in GEMMs of 256 rows (LayerKernels::input_slab_rows): MKL runs them
-// about as fast as one over every step, and the call's largest tensor, (T, B, G) at once, whose
-// fresh pages cost more to touch than its arithmetic, becomes a buffer that the call reuses
-// (docs/cpu.md, "The input product in slabs").
+// The hoisted input product and its gradient in GEMMs of 256 rows (LayerKernels::input_slab_rows):
+// MKL runs them about as fast as one over every step, and the call's largest tensors, (T, B, G) at
+// once, whose fresh pages cost more to touch than their arithmetic, become buffers that the call
+// reuses (docs/cpu.md, "The input product in slabs").
 constexpr int64_t kInputSlabRows = 256;
 
 }  // namespace
