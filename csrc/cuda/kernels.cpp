@@ -98,7 +98,7 @@ const LayerKernels kCudaKernels{step_forward,
                                 indexed::block_mean,
                                 indexed::block_mean_backward,
                                 false,
-                                0};  // the caching allocator recycles memory: one input GEMM
+                                0};  // the caching allocator recycles memory: no slabs, either way
 
 void check_cuda(const at::Tensor& x, bool triton_attention, int64_t batch_shards) {
   TORCH_CHECK(triton_attention, "nrnm_fast: on CUDA the memory update's attention runs in Triton: call the op "
