@@ -204,3 +204,16 @@ def test_autocast_runs_the_op_in_its_inputs_dtype():
     for a, b in zip(autocast, plain):
         assert a.dtype == b.dtype
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("lengths, steps, message", [
+    ([0, 3], [0, 3], r"lengths must lie in 1\.\.5, got 0\.\.3"),
+    ([5, 6], [0, 3], r"lengths must lie in 1\.\.5, got 5\.\.6"),
+    ([5, 3], [0, -1], r"steps0 must be >= 0"),
+])
+def test_op_refuses_lengths_and_steps_out_of_range(lengths, steps, message):
+    """The op's own checks (the module checks first, with its ValueErrors): read on the host, not by reductions."""
+    args = list(_layer_args(False))
+    args[1], args[7] = torch.tensor(lengths), torch.tensor(steps)
+    with pytest.raises(RuntimeError, match=message):
+        torch.ops.nrnm_fast.layer_forward(*args)
