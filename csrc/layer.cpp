@@ -235,11 +235,10 @@ class GradSlabs {
 };
 
 struct Dims {
-  int64_t T, B, D, H, N, NH, G, F, k, s, nh, kept_width;
+  int64_t T, B, H, N, NH, F, k, s, nh, kept_width;
   Dims(const at::Tensor& x, const at::Tensor& memory, const LayerWeights& w, const LayerConfig& cfg)
-      : T(x.size(0)), B(x.size(1)), D(x.size(2)), H(memory.size(2)), N(memory.size(1)), NH(N * H),
-        G(4 * H + NH + H), F(w.w_1.size(0)), k(cfg.block_size), s(cfg.stride), nh(cfg.num_heads),
-        kept_width(KeptUpdate::width(H, F)) {}
+      : T(x.size(0)), B(x.size(1)), H(memory.size(2)), N(memory.size(1)), NH(N * H), F(w.w_1.size(0)),
+        k(cfg.block_size), s(cfg.stride), nh(cfg.num_heads), kept_width(KeptUpdate::width(H, F)) {}
 };
 
 }  // namespace
@@ -539,7 +538,6 @@ LayerGrads layer_backward(const at::Tensor& grad_output, const LayerState& grad_
   // The initial memory also feeds the first steps' m @ W_mr^T.
   d_mem.add_(at::mm(d_mr, w.w_mr).view({B, N, H}));
   grads.w.w_mr.addmm_(d_mr.t(), saved.memories[0].view({B, NH}));
-
 
   grads.initial = {dh, dc, d_mem, d_h_line.narrow(0, 0, k).transpose(0, 1).contiguous(),
                    d_e_line.narrow(0, 0, k).transpose(0, 1).contiguous(), at::Tensor()};
