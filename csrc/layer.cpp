@@ -276,14 +276,14 @@ LayerForward layer_forward(const at::Tensor& x, const at::Tensor& lengths, const
   // Only the backward reads the gates and cells of past steps and the memories before each update.
   saved.cells = place(given.saved.cells, {for_backward ? T : 1, B, H});
   saved.gates = place(given.saved.gates, {for_backward ? T : 1, B, 4 * H});
-  // Inference returns r, kept and memories empty, as (0,): the fake kernel's shape.
-  const auto kept_shape = [&](std::vector<int64_t> shape) { return for_backward ? shape : std::vector<int64_t>{0}; };
-  saved.r = place(given.saved.r, kept_shape({T, B, NH}));
-  saved.kept = place(given.saved.kept, kept_shape({Schedule::max_updates(T, d.s), B, N, d.kept_width}));
+  // Only the backward reads r, kept and memories: inference returns them empty, (0,) as the fake kernel says.
+  const auto backward_only = [&](std::vector<int64_t> shape) { return for_backward ? shape : std::vector<int64_t>{0}; };
+  saved.r = place(given.saved.r, backward_only({T, B, NH}));
+  saved.kept = place(given.saved.kept, backward_only({Schedule::max_updates(T, d.s), B, N, d.kept_width}));
   // The updates' kept blocks, one after the other: update e takes the next u_e rows.
   const at::Tensor kept_rows = saved.kept.view({-1, N * d.kept_width});
   int64_t kept_row = 0;
-  saved.memories = place(given.saved.memories, kept_shape({Schedule::max_updates(T, d.s) + 1, B, N, H}));
+  saved.memories = place(given.saved.memories, backward_only({Schedule::max_updates(T, d.s) + 1, B, N, H}));
   if (for_backward) {
     saved.memories.zero_();
     saved.memories[0].copy_(init.memory);
