@@ -1,6 +1,8 @@
 // ctest: the CPU layer (csrc/layer.h with csrc/cpu/kernels.h) against a step-by-step libtorch-autograd
 // composition of docs/spec.md, in float64: outputs, final state, and the gradients of the
-// input, the initial state and every weight under random upstream gradients.
+// input, the initial state and every weight under random upstream gradients. On x86, also
+// that a float32 forward and backward on ordinary values meets no subnormal operand (each
+// costs a microcode assist; csrc/nrnm_cell.h's gate_exp says how one crept into every step).
 
 #include <torch/torch.h>
 
@@ -11,6 +13,11 @@
 
 #include "../cpu/kernels.h"
 #include "../layer.h"
+
+#if defined(__x86_64__)
+#include <ATen/Parallel.h>
+#include <xmmintrin.h>
+#endif
 
 namespace {
 
@@ -98,22 +105,40 @@ void expect_close(const std::string& what, const Tensor& actual, const Tensor& e
   }
 }
 
-void run(const Case& cs) {
+// A random layer of `cs` in `dtype`: its weights (LayerWeights::list's order), input and initial state.
+struct Inputs {
+  std::vector<Tensor> ws;
+  Tensor x, lengths;
+  nrnm::LayerState s0;
+  nrnm::LayerConfig cfg;
+};
+
+Inputs random_inputs(const Case& cs, torch::Dtype dtype) {
   torch::manual_seed(0);
-  const auto opts = torch::TensorOptions().dtype(torch::kFloat64);
+  const auto opts = torch::TensorOptions().dtype(dtype);
   const int64_t T = cs.T, B = cs.B, D = cs.D, H = cs.H, N = cs.N, NH = N * H, k = cs.k;
   auto rnd = [&](std::vector<int64_t> shape, double scale) { return torch::randn(shape, opts) * scale; };
-  std::vector<Tensor> ws = {rnd({4 * H, D}, 0.4), rnd({NH, D}, 0.4), rnd({H, D}, 0.4),  rnd({4 * H}, 0.4),
+  Inputs in;
+  in.ws = {rnd({4 * H, D}, 0.4), rnd({NH, D}, 0.4), rnd({H, D}, 0.4),  rnd({4 * H}, 0.4),
                             rnd({NH}, 0.4),       rnd({H}, 0.4),      rnd({4 * H, H}, 0.4), rnd({NH, NH}, 0.4),
                             rnd({H, NH}, 0.4), rnd({3 * H, H}, 0.4), rnd({3 * H}, 0.4), rnd({H, H}, 0.4),
                             rnd({H}, 0.4),     1 + rnd({H}, 0.2),  rnd({H}, 0.4),      rnd({cs.F, H}, 0.4),
                             rnd({cs.F}, 0.4),  rnd({H, cs.F}, 0.4), rnd({H}, 0.4),     1 + rnd({H}, 0.2),
                             rnd({H}, 0.4),     rnd({2 * H, H}, 0.4), rnd({2 * H, H}, 0.4), rnd({2 * H}, 0.4)};
-  const Tensor x = rnd({T, B, D}, 1.0);
-  const Tensor lengths = torch::tensor(cs.lengths, torch::kLong), steps = torch::tensor(cs.steps, torch::kLong);
-  const nrnm::LayerState s0{rnd({B, H}, 0.5), rnd({B, H}, 0.5), rnd({B, N, H}, 0.5), rnd({B, k, H}, 0.5),
-                            rnd({B, k, H}, 0.5), steps};
-  const nrnm::LayerConfig cfg{k, cs.s, cs.nh};
+  in.x = rnd({T, B, D}, 1.0);
+  in.lengths = torch::tensor(cs.lengths, torch::kLong);
+  in.s0 = {rnd({B, H}, 0.5), rnd({B, H}, 0.5), rnd({B, N, H}, 0.5), rnd({B, k, H}, 0.5), rnd({B, k, H}, 0.5),
+           torch::tensor(cs.steps, torch::kLong)};
+  in.cfg = {k, cs.s, cs.nh};
+  return in;
+}
+
+void run(const Case& cs) {
+  const Inputs in = random_inputs(cs, torch::kFloat64);
+  const std::vector<Tensor>& ws = in.ws;
+  const Tensor &x = in.x, &lengths = in.lengths, &steps = in.s0.steps;
+  const nrnm::LayerState& s0 = in.s0;
+  const nrnm::LayerConfig& cfg = in.cfg;
 
   const nrnm::LayerForward fast = nrnm::layer_forward(x, lengths, s0, nrnm::LayerWeights::from_list(ws), cfg,
                                                               nrnm::cpu_kernels(false));
@@ -156,6 +181,29 @@ void run(const Case& cs) {
   }
 }
 
+#if defined(__x86_64__)
+// The float32 layer's forward and backward on this thread (one thread: MXCSR is per thread) with
+// MXCSR's sticky flags cleared first: DE says an operand was subnormal, UE that a result was.
+void check_no_subnormals(const Case& cs) {
+  const Inputs in = random_inputs(cs, torch::kFloat32);
+  const nrnm::LayerWeights w = nrnm::LayerWeights::from_list(in.ws);
+  const int threads = at::get_num_threads();
+  at::set_num_threads(1);
+  _mm_setcsr(_mm_getcsr() & ~0x3fu);
+  const nrnm::LayerForward f = nrnm::layer_forward(in.x, in.lengths, in.s0, w, in.cfg, nrnm::cpu_kernels(false));
+  const Tensor d_out = torch::randn_like(f.output);
+  nrnm::layer_backward(d_out, {}, in.x, in.lengths, in.s0, f.saved, w, in.cfg, nrnm::cpu_kernels(false), true);
+  const unsigned flags = _mm_getcsr();
+  at::set_num_threads(threads);
+  const bool denormal_operand = flags & 0x2u, underflow = flags & 0x10u;
+  if (denormal_operand || underflow) {
+    std::printf("  FAIL float32 forward and backward: %s%s\n", denormal_operand ? "a subnormal operand " : "",
+                underflow ? "a subnormal result" : "");
+    ++failures;
+  }
+}
+#endif
+
 }  // namespace
 
 int main() {
@@ -171,6 +219,20 @@ int main() {
     std::printf("%s: %s\n", failures == before ? "PASS" : "FAIL", cs.name);
     passed += failures == before;
   }
-  std::printf("%d passed, %d failed\n", passed, static_cast<int>(cases.size()) - passed);
-  return passed == static_cast<int>(cases.size()) ? 0 : 1;
+#if defined(__x86_64__)
+  {
+    const int before = failures;
+    // Packed GEMMs (16 rows), full vectors and tails in the gate loops (H = 40), memory updates.
+    check_no_subnormals({"float32", 24, 16, 24, 40, 2, 8, 4, 4, 40, std::vector<int64_t>(16, 24),
+                         std::vector<int64_t>(16, 0)});
+    std::printf("%s: float32 forward and backward without subnormal operands or results\n",
+                failures == before ? "PASS" : "FAIL");
+    passed += failures == before;
+  }
+  const int total = static_cast<int>(cases.size()) + 1;
+#else
+  const int total = static_cast<int>(cases.size());
+#endif
+  std::printf("%d passed, %d failed\n", passed, total - passed);
+  return passed == total ? 0 : 1;
 }
