@@ -1,6 +1,7 @@
 #include "small_gemm.h"
 
 #include <algorithm>
+#include <cassert>
 
 #include "lanes.h"
 #include "target_clones.h"
@@ -9,21 +10,23 @@ namespace nrnm {
 namespace {
 
 // Where B's columns [n0, n0 + NB) are: row k of them at at(n0) + k * ldb(n0), and the next
-// NB columns panel_stride further.
+// NB columns panel_stride further. The kernels take W columns at a time: three 32-byte
+// registers' worth from a row-major B, a panel's from a packed one.
 template <typename T>
 struct RowMajor {
+  static constexpr int64_t W = kNarrowPanel / sizeof(T);
   const T* B;
   int64_t N;
   const T* at(int64_t n0) const { return B + n0; }
   int64_t ldb(int64_t) const { return N; }
-  int64_t panel_stride() const { return panel_width<T>(); }
+  int64_t panel_stride() const { return W; }
 };
 
-template <typename T>
+template <typename T, int64_t Bytes>
 struct Panels {
+  static constexpr int64_t W = Bytes / sizeof(T);
   const T* P;
   int64_t K, N;
-  static constexpr int64_t W = panel_width<T>();
   int64_t full_columns() const { return N / W * W; }
   const T* at(int64_t n0) const { return P + (n0 / W) * W * K + n0 % W; }
   int64_t ldb(int64_t n0) const { return n0 < full_columns() ? W : N - full_columns(); }
@@ -65,7 +68,7 @@ NRNM_ALWAYS_INLINE void column_block(int64_t K, const T* __restrict A, int64_t l
 template <typename T, int M, typename Layout>
 NRNM_ALWAYS_INLINE void row_block(int64_t K, int64_t N, const T* A, int64_t lda, const Layout& layout,
                                          int64_t n0, const T* bias, T* C, int64_t ldc) {
-  constexpr int W = panel_width<T>(), V = W / 3, NP = M <= 2 ? 2 : 1;
+  constexpr int W = Layout::W, V = W / 3, NP = M <= 2 ? 2 : 1;
   if constexpr (NP > 1) {
     for (; n0 + NP * W <= N; n0 += NP * W)
       column_block<T, M, W, NP>(K, A, lda, layout, n0, bias, C, ldc);
@@ -98,11 +101,11 @@ NRNM_ALWAYS_INLINE void small_gemm_impl(int64_t M, int64_t K, int64_t N, const T
 
 // Panel by panel, every block of rows while the panel is in L1; one or two rows go as one
 // block over all columns (row_block pairs their panels).
-template <typename T>
+template <typename T, int64_t Bytes>
 NRNM_ALWAYS_INLINE void packed_gemm_impl(int64_t M, int64_t K, int64_t N, const T* A, int64_t lda,
                                                 const T* P, const T* bias, T* C, int64_t ldc) {
-  const Panels<T> layout{P, K, N};
-  constexpr int64_t W = panel_width<T>();
+  const Panels<T, Bytes> layout{P, K, N};
+  constexpr int64_t W = Panels<T, Bytes>::W;
   int64_t n0 = 0;
   if (M > 2) {
     for (; n0 + W <= N; n0 += W)
@@ -168,13 +171,49 @@ NRNM_ALWAYS_INLINE void small_gemm_nt_impl(int64_t M, int64_t K, int64_t N, cons
 }
 
 template <typename T>
-void pack_panels_impl(int64_t K, int64_t N, const T* B, int64_t stride_k, int64_t stride_n, T* P) {
-  constexpr int64_t W = panel_width<T>();
+void pack_panels_impl(int64_t K, int64_t N, const T* B, int64_t stride_k, int64_t stride_n, T* P, int64_t bytes) {
+  const int64_t W = panel_width<T>(bytes);
   for (int64_t n0 = 0; n0 < N; n0 += W) {
     const int64_t width = std::min(W, N - n0);
     for (int64_t k = 0; k < K; ++k)
       for (int64_t j = 0; j < width; ++j) *P++ = B[k * stride_k + (n0 + j) * stride_n];
   }
+}
+
+NRNM_CPU_CLONES void packed_gemm_narrow(int64_t M, int64_t K, int64_t N, const float* A, int64_t lda,
+                                        const float* P, const float* bias, float* C, int64_t ldc) {
+  packed_gemm_impl<float, kNarrowPanel>(M, K, N, A, lda, P, bias, C, ldc);
+}
+
+NRNM_CPU_CLONES void packed_gemm_narrow(int64_t M, int64_t K, int64_t N, const double* A, int64_t lda,
+                                        const double* P, const double* bias, double* C, int64_t ldc) {
+  packed_gemm_impl<double, kNarrowPanel>(M, K, N, A, lda, P, bias, C, ldc);
+}
+
+#ifdef NRNM_CPU_AVX512
+NRNM_CPU_AVX512 void packed_gemm_wide(int64_t M, int64_t K, int64_t N, const float* A, int64_t lda, const float* P,
+                                      const float* bias, float* C, int64_t ldc) {
+  packed_gemm_impl<float, kWidePanel>(M, K, N, A, lda, P, bias, C, ldc);
+}
+
+NRNM_CPU_AVX512 void packed_gemm_wide(int64_t M, int64_t K, int64_t N, const double* A, int64_t lda,
+                                      const double* P, const double* bias, double* C, int64_t ldc) {
+  packed_gemm_impl<double, kWidePanel>(M, K, N, A, lda, P, bias, C, ldc);
+}
+#endif
+
+template <typename T>
+void packed_gemm_at(int64_t M, int64_t K, int64_t N, const T* A, int64_t lda, const T* P, const T* bias, T* C,
+                    int64_t ldc, int64_t bytes) {
+#ifdef NRNM_CPU_AVX512
+  if (bytes == kWidePanel) {
+    assert(wide_panels_supported());
+    packed_gemm_wide(M, K, N, A, lda, P, bias, C, ldc);
+    return;
+  }
+#endif
+  assert(bytes == kNarrowPanel);
+  packed_gemm_narrow(M, K, N, A, lda, P, bias, C, ldc);
 }
 
 }  // namespace
@@ -189,14 +228,25 @@ NRNM_CPU_CLONES void small_gemm(int64_t M, int64_t K, int64_t N, const double* A
   small_gemm_impl(M, K, N, A, lda, B, bias, C, ldc);
 }
 
-NRNM_CPU_CLONES void packed_gemm(int64_t M, int64_t K, int64_t N, const float* A, int64_t lda, const float* P,
-                                 const float* bias, float* C, int64_t ldc) {
-  packed_gemm_impl(M, K, N, A, lda, P, bias, C, ldc);
+bool wide_panels_supported() {
+#ifdef NRNM_CPU_AVX512
+  static const bool supported = __builtin_cpu_supports("x86-64-v4");
+  return supported;
+#else
+  return false;
+#endif
 }
 
-NRNM_CPU_CLONES void packed_gemm(int64_t M, int64_t K, int64_t N, const double* A, int64_t lda, const double* P,
-                                 const double* bias, double* C, int64_t ldc) {
-  packed_gemm_impl(M, K, N, A, lda, P, bias, C, ldc);
+int64_t panel_bytes() { return wide_panels_supported() ? kWidePanel : kNarrowPanel; }
+
+void packed_gemm(int64_t M, int64_t K, int64_t N, const float* A, int64_t lda, const float* P, const float* bias,
+                 float* C, int64_t ldc, int64_t bytes) {
+  packed_gemm_at(M, K, N, A, lda, P, bias, C, ldc, bytes);
+}
+
+void packed_gemm(int64_t M, int64_t K, int64_t N, const double* A, int64_t lda, const double* P,
+                 const double* bias, double* C, int64_t ldc, int64_t bytes) {
+  packed_gemm_at(M, K, N, A, lda, P, bias, C, ldc, bytes);
 }
 
 NRNM_CPU_CLONES void small_gemm_nt(int64_t M, int64_t K, int64_t N, const float* A, int64_t lda, const float* W,
@@ -209,12 +259,14 @@ NRNM_CPU_CLONES void small_gemm_nt(int64_t M, int64_t K, int64_t N, const double
   small_gemm_nt_impl(M, K, N, A, lda, W, ldw, bias, C, ldc);
 }
 
-void pack_panels(int64_t K, int64_t N, const float* B, int64_t stride_k, int64_t stride_n, float* P) {
-  pack_panels_impl(K, N, B, stride_k, stride_n, P);
+void pack_panels(int64_t K, int64_t N, const float* B, int64_t stride_k, int64_t stride_n, float* P,
+                 int64_t bytes) {
+  pack_panels_impl(K, N, B, stride_k, stride_n, P, bytes);
 }
 
-void pack_panels(int64_t K, int64_t N, const double* B, int64_t stride_k, int64_t stride_n, double* P) {
-  pack_panels_impl(K, N, B, stride_k, stride_n, P);
+void pack_panels(int64_t K, int64_t N, const double* B, int64_t stride_k, int64_t stride_n, double* P,
+                 int64_t bytes) {
+  pack_panels_impl(K, N, B, stride_k, stride_n, P, bytes);
 }
 
 }  // namespace nrnm

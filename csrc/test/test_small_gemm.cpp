@@ -1,24 +1,25 @@
 // ctest: csrc/cpu/small_gemm.h against at::mm, float and double, every layout of B (row-major;
-// packed from a row-major or a transposed B; B = W^T read in place from a row-major W with a
-// row stride past K): every row count 1..17, column counts around the kernels' block and panel
-// widths, strided A and C, with and without a bias.
+// packed from a row-major or a transposed B, in each panel width this CPU runs; B = W^T read in
+// place from a row-major W with a row stride past K): every row count 1..17, column counts
+// around the kernels' block and panel widths, strided A and C, with and without a bias.
 
 #include <ATen/ATen.h>
 
 #include <cstdio>
+#include <vector>
 
 #include "../cpu/small_gemm.h"
 
 namespace {
 
 template <typename T>
-bool check(at::ScalarType dtype, double tol, int layout) {
+bool check(at::ScalarType dtype, double tol, int layout, int64_t panel_bytes) {
   bool ok = true;
   at::manual_seed(0);
   const at::TensorOptions opts = at::TensorOptions().dtype(dtype);
   for (int64_t M = 1; M <= 17; ++M)
     for (int64_t K : {1, 7, 128})
-      for (int64_t N : {1, 7, 8, 9, 23, 24, 25, 47, 48, 49, 50, 71, 72, 73, 130})
+      for (int64_t N : {1, 7, 8, 9, 15, 16, 17, 23, 24, 25, 47, 48, 49, 50, 71, 72, 73, 95, 96, 97, 130})
         for (bool with_bias : {false, true}) {
           // A and C are column slices of wider matrices: row strides K + 3 and N + 5.
           const at::Tensor A = at::randn({M, K + 3}, opts).narrow(1, 1, K);
@@ -39,9 +40,9 @@ bool check(at::ScalarType dtype, double tol, int layout) {
                                 C.data_ptr<T>(), C.stride(0));
           } else {
             at::Tensor P = at::empty({K * N}, opts);
-            nrnm::pack_panels(K, N, B.data_ptr<T>(), B.stride(0), B.stride(1), P.data_ptr<T>());
+            nrnm::pack_panels(K, N, B.data_ptr<T>(), B.stride(0), B.stride(1), P.data_ptr<T>(), panel_bytes);
             nrnm::packed_gemm(M, K, N, A.data_ptr<T>(), A.stride(0), P.data_ptr<T>(), b, C.data_ptr<T>(),
-                              C.stride(0));
+                              C.stride(0), panel_bytes);
           }
           at::Tensor expected = at::mm(A.to(at::kDouble), B.to(at::kDouble));
           if (with_bias) expected += bias.to(at::kDouble);
@@ -51,9 +52,11 @@ bool check(at::ScalarType dtype, double tol, int layout) {
           const bool kept = (C_wide.narrow(1, 0, 2) == 7.0).all().item<bool>() &&
                             (C_wide.narrow(1, N + 2, 3) == 7.0).all().item<bool>();
           if (!(err <= tol) || !kept) {
-            std::printf("FAIL %s layout %d M=%lld K=%lld N=%lld bias=%d: error %.3e, outside columns kept %d\n",
-                        at::toString(dtype), layout, (long long)M, (long long)K, (long long)N, (int)with_bias, err,
-                        (int)kept);
+            std::printf(
+                "FAIL %s layout %d (panels of %lld bytes) M=%lld K=%lld N=%lld bias=%d: error %.3e, outside columns "
+                "kept %d\n",
+                at::toString(dtype), layout, (long long)panel_bytes, (long long)M, (long long)K, (long long)N,
+                (int)with_bias, err, (int)kept);
             ok = false;
           }
         }
@@ -64,8 +67,14 @@ bool check(at::ScalarType dtype, double tol, int layout) {
 
 int main() {
   bool ok = true;
+  std::vector<int64_t> widths{nrnm::kNarrowPanel};
+  if (nrnm::wide_panels_supported()) widths.push_back(nrnm::kWidePanel);
+  std::printf("panel widths tested: %s\n", widths.size() == 2 ? "32- and 64-byte registers" : "32-byte registers");
   for (int layout : {0, 1, 2, 3})
-    ok = check<float>(at::kFloat, 1e-5, layout) && check<double>(at::kDouble, 1e-13, layout) && ok;
+    for (int64_t bytes : widths) {
+      if (layout != 1 && layout != 2 && bytes != widths[0]) continue;  // only packed B has panels
+      ok = check<float>(at::kFloat, 1e-5, layout, bytes) && check<double>(at::kDouble, 1e-13, layout, bytes) && ok;
+    }
   std::printf("%s\n", ok ? "small_gemm matches at::mm" : "small_gemm differs from at::mm");
   return ok ? 0 : 1;
 }
