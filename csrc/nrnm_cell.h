@@ -32,8 +32,8 @@ NRNM_HD float gate_tanh(float x) { return tanhf(x); }
 // which costs a microcode assist: GCC computes the clamped lanes' results, constants, on every
 // lane and blends them in. At the former clamp to [-87, 88] one such constant, the sigmoid of
 // -88, was itself subnormal (6e-39), so every vector of every step paid: the cell's loop ran
-// 2.5x slower on Sapphire Rapids and on Zen 3 alike. (csrc/test/test_layer.cpp checks a
-// float32 layer for subnormal operands and results.)
+// 2.6x slower on a Xeon, in its AVX-512 and its AVX2 clone alike (docs/cpu.md). (The ctest
+// csrc/test/test_layer.cpp checks a float32 layer for subnormal operands and results.)
 inline float gate_exp(float x) {
   x = x < -40.f ? -40.f : x;
   x = x > 40.f ? 40.f : x;

@@ -12,7 +12,7 @@
 //   stays in L1 while every block of 4 rows reads it. A panel is three vector registers wide:
 //   of 32 bytes (AVX2, and baseline x86-64), or of 64 bytes where the CPU has AVX-512 (there
 //   the 32-byte panels left half of each FMA unused: 100 GFLOP/s a core against 155 with
-//   64-byte ones and MKL's 165, at 4-64 rows, K = 128-256, on a Sapphire Rapids core).
+//   64-byte ones and MKL's 165, at 4-64 rows, K = 128-256, on a Xeon core; docs/cpu.md).
 //
 // Shapes: A (M, K) with row stride lda; bias (N,) or null; C (M, N) with row stride ldc,
 // overwritten. Any M >= 1.

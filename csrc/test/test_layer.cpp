@@ -119,12 +119,12 @@ Inputs random_inputs(const Case& cs, torch::Dtype dtype) {
   const int64_t T = cs.T, B = cs.B, D = cs.D, H = cs.H, N = cs.N, NH = N * H, k = cs.k;
   auto rnd = [&](std::vector<int64_t> shape, double scale) { return torch::randn(shape, opts) * scale; };
   Inputs in;
-  in.ws = {rnd({4 * H, D}, 0.4), rnd({NH, D}, 0.4), rnd({H, D}, 0.4),  rnd({4 * H}, 0.4),
-                            rnd({NH}, 0.4),       rnd({H}, 0.4),      rnd({4 * H, H}, 0.4), rnd({NH, NH}, 0.4),
-                            rnd({H, NH}, 0.4), rnd({3 * H, H}, 0.4), rnd({3 * H}, 0.4), rnd({H, H}, 0.4),
-                            rnd({H}, 0.4),     1 + rnd({H}, 0.2),  rnd({H}, 0.4),      rnd({cs.F, H}, 0.4),
-                            rnd({cs.F}, 0.4),  rnd({H, cs.F}, 0.4), rnd({H}, 0.4),     1 + rnd({H}, 0.2),
-                            rnd({H}, 0.4),     rnd({2 * H, H}, 0.4), rnd({2 * H, H}, 0.4), rnd({2 * H}, 0.4)};
+  in.ws = {rnd({4 * H, D}, 0.4), rnd({NH, D}, 0.4),      rnd({H, D}, 0.4),        rnd({4 * H}, 0.4),
+           rnd({NH}, 0.4),       rnd({H}, 0.4),          rnd({4 * H, H}, 0.4),    rnd({NH, NH}, 0.4),
+           rnd({H, NH}, 0.4),    rnd({3 * H, H}, 0.4),   rnd({3 * H}, 0.4),       rnd({H, H}, 0.4),
+           rnd({H}, 0.4),        1 + rnd({H}, 0.2),      rnd({H}, 0.4),           rnd({cs.F, H}, 0.4),
+           rnd({cs.F}, 0.4),     rnd({H, cs.F}, 0.4),    rnd({H}, 0.4),           1 + rnd({H}, 0.2),
+           rnd({H}, 0.4),        rnd({2 * H, H}, 0.4),   rnd({2 * H, H}, 0.4),    rnd({2 * H}, 0.4)};
   in.x = rnd({T, B, D}, 1.0);
   in.lengths = torch::tensor(cs.lengths, torch::kLong);
   in.s0 = {rnd({B, H}, 0.5), rnd({B, H}, 0.5), rnd({B, N, H}, 0.5), rnd({B, k, H}, 0.5), rnd({B, k, H}, 0.5),
