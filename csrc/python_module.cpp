@@ -3,4 +3,10 @@
 
 #include <torch/extension.h>
 
-PYBIND11_MODULE(_C, module) { module.doc() = "nrnm_fast C++ ops, registered as torch.ops.nrnm_fast.*"; }
+#include "cpu/target_clones.h"
+
+PYBIND11_MODULE(_C, module) {
+  module.doc() = "nrnm_fast C++ ops, registered as torch.ops.nrnm_fast.*";
+  module.def("avx512_kernels_enabled", &nrnm::avx512_kernels_enabled,
+             "Whether the CPU ops run their AVX-512 kernels (the CPU has AVX-512 and NRNM_DISABLE_AVX512 is not 1)");
+}

@@ -25,9 +25,9 @@ CASES = {
     "T3-k1": (3, 3, 1, 1, 1, 2, 2, [3, 1, 2], [0, 4, 1]),
     # 13 rows per step GEMM: the CPU path's register-blocked GEMM in blocks of 4 rows and a remainder
     "T9-B13": (9, 13, 1, 4, 2, 2, 2, [9, 9, 5, 9, 1, 9, 7, 9, 9, 3, 9, 9, 8], [0, 0, 1, 0, 2, 0, 0, 5, 0, 0, 3, 0, 0]),
-    # Rows wider than the CPU attention kernel's 128-byte register blocks (32 floats, 16 doubles),
-    # with a remainder; 6 and 8 queries per block (blocks of 4 queries and a remainder)
-    "T13-H40": (13, 3, 1, 5, 2, 3, 2, [13, 6, 13], [0, 3, 1], 40),
+    # Rows of several of the CPU attention kernels' vectors with a remainder at every vector width
+    # (16 or 8 floats, 8 or 4 doubles); 6 and 8 queries per block (blocks of 4 and 2, one of 8)
+    "T13-H42": (13, 3, 1, 5, 2, 3, 2, [13, 6, 13], [0, 3, 1], 42),
     "T10-H64-four-heads": (10, 2, 1, 4, 4, 2, 4, None, [0, 6], 64),
     # 20 rows by W_hh (4H x H) and W_mr ((NH)^2) of 36864 elements: the CPU path's packed products
     # of more than 16 rows by a large weight (csrc/cpu/small_gemm.h)

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 from unittest import mock
 
 import pytest
@@ -59,6 +63,33 @@ def test_cpu_matches_reference_without_input_grad(case, shards):
         actual = run_case("cpu", torch.float64, CASES[case], input_grad=False)
     assert "grad.input" not in actual
     assert_matches(actual, run_case("reference", torch.float64, CASES[case], input_grad=False), 1e-10)
+
+
+@requires_cpu_ext
+def test_cpu_matches_reference_without_avx512_kernels():
+    """NRNM_DISABLE_AVX512=1 (read once per process, so in a process of its own): the kernels of
+    CPUs without AVX-512 (32-byte vectors: the packed GEMM's narrow panels, the attention's), which
+    a CPU with AVX-512 would not run otherwise; every case in float64, two in float32, and random
+    configurations."""
+    script = textwrap.dedent("""
+        import torch
+        from nrnm_fast import _C
+        from parity import CASES, assert_matches, random_config, run_case, run_random_config
+        assert not _C.avx512_kernels_enabled()
+        for case in CASES.values():
+            assert_matches(run_case("cpu", torch.float64, case), run_case("reference", torch.float64, case), 1e-10)
+        for name in ["T13-H42", "T10-H64-four-heads"]:
+            assert_matches(run_case("cpu", torch.float32, CASES[name]),
+                           run_case("reference", torch.float32, CASES[name]), 1e-5)
+        for seed in range(16):
+            config = random_config(seed)
+            assert_matches(run_random_config("cpu", config), run_random_config("reference", config), 1e-10)
+    """)
+    tests = Path(__file__).parent
+    env = dict(os.environ, NRNM_DISABLE_AVX512="1",
+               PYTHONPATH=os.pathsep.join([str(tests), os.environ.get("PYTHONPATH", "")]))
+    result = subprocess.run([sys.executable, "-c", script], env=env, cwd=tests, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
 
 
 @contextlib.contextmanager

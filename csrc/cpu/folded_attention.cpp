@@ -7,6 +7,7 @@
 #include <cmath>
 #include <vector>
 
+#include "../nrnm_cell.h"
 #include "lanes.h"
 #include "target_clones.h"
 
@@ -14,162 +15,232 @@ namespace nrnm {
 namespace {
 
 // One element's block works on Q = N * nh queries (rows (slot, head) of q_keys, d_mixed) and
-// its V valid block rows z, given as row pointers; the probabilities p are (Q, V) here.
+// its V valid block rows z, given as row pointers. The values of (row, query) pairs (scores,
+// probabilities, their gradients) are (V, Q) with a stride ld between rows, so that the
+// softmax's sums over the rows run along the queries' lanes. An element's block rows are B H
+// apart in the time lines, a multiple of 4 KiB at the usual sizes, so they share L1 sets: the
+// kernels read each of their vectors once per use, not once per query.
 
-// out (Q, V): out[q][v] = a_q . z_v, for a (Q, H). Four queries share each read of a row, and
-// their four sums are independent chains.
-template <typename T>
-NRNM_ALWAYS_INLINE void row_dots(int64_t Q, int64_t H, int64_t V, const T* __restrict a, const T* const* z,
-                                 T* __restrict out) {
-  int64_t q = 0;
-  for (; q + 4 <= Q; q += 4) {
-    const T* __restrict a0 = a + q * H;
-    const T* __restrict a1 = a0 + H;
-    const T* __restrict a2 = a1 + H;
-    const T* __restrict a3 = a2 + H;
-    for (int64_t v = 0; v < V; ++v) {
-      const T* __restrict zv = z[v];
-      T s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-#pragma omp simd reduction(+ : s0, s1, s2, s3)
-      for (int64_t d = 0; d < H; ++d) {
-        const T x = zv[d];
-        s0 += a0[d] * x;
-        s1 += a1[d] * x;
-        s2 += a2[d] * x;
-        s3 += a3[d] * x;
-      }
-      out[q * V + v] = s0;
-      out[(q + 1) * V + v] = s1;
-      out[(q + 2) * V + v] = s2;
-      out[(q + 3) * V + v] = s3;
-    }
-  }
-  for (; q < Q; ++q) {
-    const T* __restrict aq = a + q * H;
-    for (int64_t v = 0; v < V; ++v) {
-      const T* __restrict zv = z[v];
-      T s = 0;
-#pragma omp simd reduction(+ : s)
-      for (int64_t d = 0; d < H; ++d) s += aq[d] * zv[d];
-      out[q * V + v] = s;
-    }
-  }
-}
-
-// out (H) = sum_v w[v * w_stride] rows[v] (plus out itself where kAdd), over V rows: four
-// registers of out stay in place while every row's slice is added to them. (GCC left the
-// same loops on a T[32] accumulator scalar.)
-template <bool kAdd, typename T>
-NRNM_ALWAYS_INLINE void combine_rows(int64_t H, int64_t V, const T* __restrict w, int64_t w_stride,
-                                     const T* const* rows, T* __restrict out) {
-  using L = Lanes<T>;
+// out[v ld + q] = a_q . z_v for a (Q, H): QB queries against VB rows at a time, the QB VB sums
+// in the lanes of as many vectors along H, added across their lanes at the end.
+template <typename L, typename T, int QB, int VB>
+NRNM_ALWAYS_INLINE void dot_block(int64_t H, const T* __restrict a, const T* const* z, T* __restrict out, int64_t ld) {
   using Vec = typename L::type;
   constexpr int64_t n = L::kCount;
-  int64_t d0 = 0;
-  for (; d0 + 4 * n <= H; d0 += 4 * n) {
-    Vec a0{}, a1{}, a2{}, a3{};
-    if (kAdd) {
-      a0 = L::at(out + d0);
-      a1 = L::at(out + d0 + n);
-      a2 = L::at(out + d0 + 2 * n);
-      a3 = L::at(out + d0 + 3 * n);
+  Vec acc[QB * VB];
+  for (int j = 0; j < QB * VB; ++j) acc[j] = Vec{};
+  int64_t d = 0;
+  for (; d + n <= H; d += n) {
+    Vec zv[VB];
+    for (int v = 0; v < VB; ++v) zv[v] = L::at(z[v] + d);
+    for (int q = 0; q < QB; ++q) {
+      const Vec aq = L::at(a + q * H + d);
+      for (int v = 0; v < VB; ++v) acc[q * VB + v] += aq * zv[v];
     }
-    for (int64_t v = 0; v < V; ++v) {
-      const Vec wv = Vec{} + w[v * w_stride];
-      const T* r = rows[v] + d0;
-      a0 += wv * L::at(r);
-      a1 += wv * L::at(r + n);
-      a2 += wv * L::at(r + 2 * n);
-      a3 += wv * L::at(r + 3 * n);
-    }
-    L::at(out + d0) = a0;
-    L::at(out + d0 + n) = a1;
-    L::at(out + d0 + 2 * n) = a2;
-    L::at(out + d0 + 3 * n) = a3;
   }
-  if (d0 == H) return;
-  if (!kAdd) std::fill(out + d0, out + H, T(0));
-  for (int64_t v = 0; v < V; ++v) {
-    const T wv = w[v * w_stride];
-    const T* __restrict r = rows[v];
-#pragma omp simd
-    for (int64_t d = d0; d < H; ++d) out[d] += wv * r[d];
+  T sums[QB * VB];
+  lane_sums<L, QB * VB>(acc, sums);
+  for (int q = 0; q < QB; ++q)
+    for (int v = 0; v < VB; ++v) {
+      T s = sums[q * VB + v];
+      for (int64_t t = d; t < H; ++t) s += a[q * H + t] * z[v][t];
+      out[v * ld + q] = s;
+    }
+}
+
+// Blocks of four queries against four rows where the registers are 64 bytes (32 of them), else
+// against two (AVX2 has 16).
+template <typename L, typename T>
+NRNM_ALWAYS_INLINE void row_dots(int64_t Q, int64_t H, int64_t V, const T* a, const T* const* z, T* out,
+                                 int64_t ld) {
+  constexpr int VB = sizeof(typename L::type) == 64 ? 4 : 2;
+  int64_t q = 0;
+  for (; q + 4 <= Q; q += 4) {
+    int64_t v = 0;
+    for (; v + VB <= V; v += VB) dot_block<L, T, 4, VB>(H, a + q * H, z + v, out + v * ld + q, ld);
+    if (VB == 4 && v + 2 <= V) {
+      dot_block<L, T, 4, 2>(H, a + q * H, z + v, out + v * ld + q, ld);
+      v += 2;
+    }
+    if (v < V) dot_block<L, T, 4, 1>(H, a + q * H, z + v, out + v * ld + q, ld);
+  }
+  for (; q < Q; ++q) {
+    int64_t v = 0;
+    for (; v + 4 <= V; v += 4) dot_block<L, T, 1, 4>(H, a + q * H, z + v, out + v * ld + q, ld);
+    for (; v < V; ++v) dot_block<L, T, 1, 1>(H, a + q * H, z + v, out + v * ld + q, ld);
   }
 }
 
-// Scores (Q, V) in p, then each query's softmax over its V rows, in place.
+// out_j (H) = sum_i w[j wj + i wi] in_i (plus out_j itself where kAdd) for G outputs and R
+// inputs, on the vector at d: G accumulators while each input's vector is read once.
+template <typename L, int G, bool kAdd, typename T>
+NRNM_ALWAYS_INLINE void mix_vector(int64_t d, int64_t R, const T* __restrict w, int64_t wj, int64_t wi,
+                                   const T* const* in, T* const* out) {
+  using Vec = typename L::type;
+  Vec acc[G];
+  for (int j = 0; j < G; ++j) acc[j] = kAdd ? Vec(L::at(out[j] + d)) : Vec{};
+  for (int64_t i = 0; i < R; ++i) {
+    const Vec x = L::at(in[i] + d);
+    for (int j = 0; j < G; ++j) acc[j] += w[j * wj + i * wi] * x;
+  }
+  for (int j = 0; j < G; ++j) L::at(out[j] + d) = acc[j];
+}
+
+// out_j (H) = sum_i w[j wj + i wi] in_i (plus out_j itself where kAdd), j < J outputs, i < R
+// inputs: per vector along H, outputs eight at a time (eight independent sums).
+template <typename L, bool kAdd, typename T>
+NRNM_ALWAYS_INLINE void mix_rows(int64_t H, int64_t J, int64_t R, const T* w, int64_t wj, int64_t wi,
+                                 const T* const* in, T* const* out) {
+  constexpr int64_t n = L::kCount;
+  int64_t d = 0;
+  for (; d + n <= H; d += n) {
+    int64_t j = 0;
+    for (; j + 8 <= J; j += 8) mix_vector<L, 8, kAdd>(d, R, w + j * wj, wj, wi, in, out + j);
+    if (j + 4 <= J) {
+      mix_vector<L, 4, kAdd>(d, R, w + j * wj, wj, wi, in, out + j);
+      j += 4;
+    }
+    if (j + 2 <= J) {
+      mix_vector<L, 2, kAdd>(d, R, w + j * wj, wj, wi, in, out + j);
+      j += 2;
+    }
+    if (j < J) mix_vector<L, 1, kAdd>(d, R, w + j * wj, wj, wi, in, out + j);
+  }
+  for (int64_t j = 0; j < J; ++j)
+    for (int64_t t = d; t < H; ++t) {
+      T s = kAdd ? out[j][t] : T(0);
+      for (int64_t i = 0; i < R; ++i) s += w[j * wj + i * wi] * in[i][t];
+      out[j][t] = s;
+    }
+}
+
+// Each query's softmax over its V scores s (V, Q, stride ld), scaled, in place; top and sum (Q)
+// are scratch. gate_exp is the gate loops' vectorizable exp; below -40 it returns exp(-40),
+// which moves a probability by under 5e-18.
 template <typename T>
-NRNM_ALWAYS_INLINE void softmax_rows(int64_t Q, int64_t V, T scale, T* __restrict p) {
+NRNM_ALWAYS_INLINE void softmax_columns(int64_t Q, int64_t V, T scale, T* __restrict s, int64_t ld,
+                                        T* __restrict top, T* __restrict sum) {
   for (int64_t q = 0; q < Q; ++q) {
-    T* __restrict row = p + q * V;
-    T top = row[0];
-    for (int64_t v = 1; v < V; ++v) top = std::max(top, row[v]);
-    T sum = 0;
-    for (int64_t v = 0; v < V; ++v) {
-      row[v] = std::exp((row[v] - top) * scale);
-      sum += row[v];
-    }
-    const T inv = T(1) / sum;
-    for (int64_t v = 0; v < V; ++v) row[v] *= inv;
+    top[q] = s[q];
+    sum[q] = 0;
   }
+  for (int64_t v = 1; v < V; ++v)
+    for (int64_t q = 0; q < Q; ++q) top[q] = std::max(top[q], s[v * ld + q]);
+  for (int64_t v = 0; v < V; ++v)
+    for (int64_t q = 0; q < Q; ++q) {
+      const T e = gate_exp((s[v * ld + q] - top[q]) * scale);
+      s[v * ld + q] = e;
+      sum[q] += e;
+    }
+  for (int64_t q = 0; q < Q; ++q) sum[q] = T(1) / sum[q];
+  for (int64_t v = 0; v < V; ++v)
+    for (int64_t q = 0; q < Q; ++q) s[v * ld + q] *= sum[q];
 }
 
-// q_keys (Q, H), rows z (V); writes p (Q, V) and mixed (Q, H).
-template <typename T>
+// q_keys (Q, H), rows z (V); writes p (V, Q) and mixed (Q, H). Scratch: out_rows (Q) and
+// columns (2 Q).
+template <typename L, typename T>
 NRNM_ALWAYS_INLINE void attend_forward_impl(int64_t Q, int64_t H, int64_t V, T scale, const T* q_keys,
-                                            const T* const* z, T* p, T* mixed) {
-  row_dots(Q, H, V, q_keys, z, p);
-  softmax_rows(Q, V, scale, p);
-  for (int64_t q = 0; q < Q; ++q) combine_rows<false>(H, V, p + q * V, 1, z, mixed + q * H);
+                                            const T* const* z, T* p, T* mixed, T** out_rows, T* columns) {
+  row_dots<L>(Q, H, V, q_keys, z, p, Q);
+  softmax_columns(Q, V, scale, p, Q, columns, columns + Q);
+  for (int64_t q = 0; q < Q; ++q) out_rows[q] = mixed + q * H;
+  mix_rows<L, false>(H, Q, V, p, 1, Q, z, out_rows);
 }
 
-// Given d_mixed g (Q, H) and p (Q, V): writes d_q_keys (Q, H), adds each row's gradient to
-// dz[v] (H); ds (Q, V) is scratch, q_rows and g_rows (Q) get the rows' pointers of q_keys and g.
-template <typename T>
+// Given d_mixed g (Q, H) and, in w (V, 2 Q), p in the columns Q..2Q: writes d_q_keys (Q, H)
+// and adds each row's gradient to dz[v] (H); the columns 0..Q of w end up holding the scores'
+// gradients ds. Scratch: p_dp (Q), rows (2 Q) and out_rows (Q).
+template <typename L, typename T>
 NRNM_ALWAYS_INLINE void attend_backward_impl(int64_t Q, int64_t H, int64_t V, T scale, const T* q_keys,
-                                             const T* const* z, const T* __restrict p, const T* g,
-                                             T* __restrict ds, T* d_q_keys, T* const* dz, const T** q_rows,
-                                             const T** g_rows) {
+                                             const T* const* z, const T* g, T* __restrict w, T* d_q_keys,
+                                             T* const* dz, T* __restrict p_dp, const T** rows, T** out_rows) {
+  const int64_t ld = 2 * Q;
+  row_dots<L>(Q, H, V, g, z, w, ld);  // dp
+  for (int64_t q = 0; q < Q; ++q) p_dp[q] = 0;
+  for (int64_t v = 0; v < V; ++v)
+    for (int64_t q = 0; q < Q; ++q) p_dp[q] += w[v * ld + Q + q] * w[v * ld + q];
+  for (int64_t v = 0; v < V; ++v)
+    for (int64_t q = 0; q < Q; ++q) w[v * ld + q] = w[v * ld + Q + q] * (w[v * ld + q] - p_dp[q]) * scale;
+  for (int64_t q = 0; q < Q; ++q) out_rows[q] = d_q_keys + q * H;
+  mix_rows<L, false>(H, Q, V, w, 1, ld, z, out_rows);
+  // row v's score with query q is q_keys_q . z_v, its weight in the mix p[v][q]
   for (int64_t q = 0; q < Q; ++q) {
-    q_rows[q] = q_keys + q * H;
-    g_rows[q] = g + q * H;
+    rows[q] = q_keys + q * H;
+    rows[Q + q] = g + q * H;
   }
-  row_dots(Q, H, V, g, z, ds);  // dp
-  for (int64_t q = 0; q < Q; ++q) {
-    const T* __restrict pq = p + q * V;
-    T* __restrict dq = ds + q * V;
-    T p_dot_dp = 0;
-    for (int64_t v = 0; v < V; ++v) p_dot_dp += pq[v] * dq[v];
-    for (int64_t v = 0; v < V; ++v) dq[v] = pq[v] * (dq[v] - p_dot_dp) * scale;
-  }
-  for (int64_t q = 0; q < Q; ++q) combine_rows<false>(H, V, ds + q * V, 1, z, d_q_keys + q * H);
-  // row v's score with query q is q_keys_q . z_v, its weight in the mix p[q][v]
-  for (int64_t v = 0; v < V; ++v) {
-    combine_rows<true>(H, Q, ds + v, V, q_rows, dz[v]);
-    combine_rows<true>(H, Q, p + v, V, g_rows, dz[v]);
-  }
+  mix_rows<L, true>(H, V, 2 * Q, w, ld, 1, rows, dz);
 }
 
-NRNM_CPU_CLONES void attend_forward(int64_t Q, int64_t H, int64_t V, float scale, const float* q_keys,
-                                    const float* const* z, float* p, float* mixed) {
-  attend_forward_impl(Q, H, V, scale, q_keys, z, p, mixed);
+// The kernels on 32-byte vectors in the clones, on 64-byte ones where the CPU has AVX-512.
+NRNM_CPU_CLONES void attend_forward_narrow(int64_t Q, int64_t H, int64_t V, float scale, const float* q_keys,
+                                           const float* const* z, float* p, float* mixed, float** out_rows,
+                                           float* columns) {
+  attend_forward_impl<Lanes<float, 32>>(Q, H, V, scale, q_keys, z, p, mixed, out_rows, columns);
 }
 
-void attend_forward(int64_t Q, int64_t H, int64_t V, double scale, const double* q_keys, const double* const* z,
-                    double* p, double* mixed) {
-  attend_forward_impl(Q, H, V, scale, q_keys, z, p, mixed);
+NRNM_CPU_CLONES void attend_backward_narrow(int64_t Q, int64_t H, int64_t V, float scale, const float* q_keys,
+                                            const float* const* z, const float* g, float* w, float* d_q_keys,
+                                            float* const* dz, float* p_dp, const float** rows, float** out_rows) {
+  attend_backward_impl<Lanes<float, 32>>(Q, H, V, scale, q_keys, z, g, w, d_q_keys, dz, p_dp, rows, out_rows);
 }
 
-NRNM_CPU_CLONES void attend_backward(int64_t Q, int64_t H, int64_t V, float scale, const float* q_keys,
-                                     const float* const* z, const float* p, const float* g, float* ds,
-                                     float* d_q_keys, float* const* dz, const float** q_rows, const float** g_rows) {
-  attend_backward_impl(Q, H, V, scale, q_keys, z, p, g, ds, d_q_keys, dz, q_rows, g_rows);
+NRNM_CPU_CLONES void attend_forward_narrow(int64_t Q, int64_t H, int64_t V, double scale, const double* q_keys,
+                                           const double* const* z, double* p, double* mixed, double** out_rows,
+                                           double* columns) {
+  attend_forward_impl<Lanes<double, 32>>(Q, H, V, scale, q_keys, z, p, mixed, out_rows, columns);
 }
 
-void attend_backward(int64_t Q, int64_t H, int64_t V, double scale, const double* q_keys, const double* const* z,
-                     const double* p, const double* g, double* ds, double* d_q_keys, double* const* dz,
-                     const double** q_rows, const double** g_rows) {
-  attend_backward_impl(Q, H, V, scale, q_keys, z, p, g, ds, d_q_keys, dz, q_rows, g_rows);
+NRNM_CPU_CLONES void attend_backward_narrow(int64_t Q, int64_t H, int64_t V, double scale, const double* q_keys,
+                                            const double* const* z, const double* g, double* w, double* d_q_keys,
+                                            double* const* dz, double* p_dp, const double** rows, double** out_rows) {
+  attend_backward_impl<Lanes<double, 32>>(Q, H, V, scale, q_keys, z, g, w, d_q_keys, dz, p_dp, rows, out_rows);
+}
+
+#ifdef NRNM_CPU_AVX512
+NRNM_CPU_AVX512 void attend_forward_wide(int64_t Q, int64_t H, int64_t V, float scale, const float* q_keys,
+                                         const float* const* z, float* p, float* mixed, float** out_rows,
+                                         float* columns) {
+  attend_forward_impl<Lanes<float, 64>>(Q, H, V, scale, q_keys, z, p, mixed, out_rows, columns);
+}
+
+NRNM_CPU_AVX512 void attend_backward_wide(int64_t Q, int64_t H, int64_t V, float scale, const float* q_keys,
+                                          const float* const* z, const float* g, float* w, float* d_q_keys,
+                                          float* const* dz, float* p_dp, const float** rows, float** out_rows) {
+  attend_backward_impl<Lanes<float, 64>>(Q, H, V, scale, q_keys, z, g, w, d_q_keys, dz, p_dp, rows, out_rows);
+}
+
+NRNM_CPU_AVX512 void attend_forward_wide(int64_t Q, int64_t H, int64_t V, double scale, const double* q_keys,
+                                         const double* const* z, double* p, double* mixed, double** out_rows,
+                                         double* columns) {
+  attend_forward_impl<Lanes<double, 64>>(Q, H, V, scale, q_keys, z, p, mixed, out_rows, columns);
+}
+
+NRNM_CPU_AVX512 void attend_backward_wide(int64_t Q, int64_t H, int64_t V, double scale, const double* q_keys,
+                                          const double* const* z, const double* g, double* w, double* d_q_keys,
+                                          double* const* dz, double* p_dp, const double** rows, double** out_rows) {
+  attend_backward_impl<Lanes<double, 64>>(Q, H, V, scale, q_keys, z, g, w, d_q_keys, dz, p_dp, rows, out_rows);
+}
+
+#endif
+
+template <typename T>
+void attend_forward(int64_t Q, int64_t H, int64_t V, T scale, const T* q_keys, const T* const* z, T* p, T* mixed,
+                    T** out_rows, T* columns) {
+#ifdef NRNM_CPU_AVX512
+  if (avx512_kernels_enabled()) return attend_forward_wide(Q, H, V, scale, q_keys, z, p, mixed, out_rows, columns);
+#endif
+  attend_forward_narrow(Q, H, V, scale, q_keys, z, p, mixed, out_rows, columns);
+}
+
+template <typename T>
+void attend_backward(int64_t Q, int64_t H, int64_t V, T scale, const T* q_keys, const T* const* z, const T* g,
+                     T* w, T* d_q_keys, T* const* dz, T* p_dp, const T** rows, T** out_rows) {
+#ifdef NRNM_CPU_AVX512
+  if (avx512_kernels_enabled())
+    return attend_backward_wide(Q, H, V, scale, q_keys, z, g, w, d_q_keys, dz, p_dp, rows, out_rows);
+#endif
+  attend_backward_narrow(Q, H, V, scale, q_keys, z, g, w, d_q_keys, dz, p_dp, rows, out_rows);
 }
 
 // Element i's valid block rows (the N memory rows, then its valid embedding and hidden rows)
@@ -215,15 +286,17 @@ void forward_impl(const BlockAttention& a, int64_t N, int64_t H, int64_t B, cons
   at::parallel_for(0, u, element_grain(nh, N, J, H), [&](int64_t begin, int64_t end) {
     std::vector<T*> z(J);
     std::vector<int64_t> cols(J);
-    std::vector<T> p(Q * J);
+    std::vector<T> p(J * Q), columns(2 * Q);
+    std::vector<T*> out_rows(Q);
     for (int64_t i = begin; i < end; ++i) {
       const int64_t V = valid_rows(a, i, N, H, B, const_cast<T*>(memory), const_cast<T*>(emb),
                                    const_cast<T*>(hid), z.data(), cols.data());
-      attend_forward(Q, H, V, scale, q_keys + i * Q * H, z.data(), p.data(), mixed + i * Q * H);
+      attend_forward(Q, H, V, scale, q_keys + i * Q * H, z.data(), p.data(), mixed + i * Q * H, out_rows.data(),
+                     columns.data());
       for (int64_t q = 0; q < Q; ++q) {
         T* row = probs_row(probs, i, q, N, nh, J);
         std::fill(row, row + J, T(0));
-        for (int64_t v = 0; v < V; ++v) row[cols[v]] = p[q * V + v];
+        for (int64_t v = 0; v < V; ++v) row[cols[v]] = p[v * Q + q];
       }
     }
   });
@@ -239,18 +312,19 @@ void backward_impl(const BlockAttention& a, int64_t N, int64_t H, int64_t B, con
   at::parallel_for(0, u, element_grain(nh, N, J, H), [&](int64_t begin, int64_t end) {
     std::vector<T*> z(J), dz(J);
     std::vector<int64_t> cols(J);
-    std::vector<T> p(Q * J), ds(Q * J);
-    std::vector<const T*> q_rows(Q), g_rows(Q);
+    std::vector<T> w(J * 2 * Q), p_dp(Q);
+    std::vector<const T*> rows(2 * Q);
+    std::vector<T*> out_rows(Q);
     for (int64_t i = begin; i < end; ++i) {
       const int64_t V = valid_rows(a, i, N, H, B, const_cast<T*>(memory), const_cast<T*>(emb),
                                    const_cast<T*>(hid), z.data(), cols.data());
       valid_rows(a, i, N, H, B, d_memory, d_emb, d_hid, dz.data(), cols.data());
       for (int64_t q = 0; q < Q; ++q) {
         const T* row = probs_row(probs, i, q, N, nh, J);
-        for (int64_t v = 0; v < V; ++v) p[q * V + v] = row[cols[v]];
+        for (int64_t v = 0; v < V; ++v) w[v * 2 * Q + Q + q] = row[cols[v]];
       }
-      attend_backward(Q, H, V, scale, q_keys + i * Q * H, z.data(), p.data(), d_mixed + i * Q * H, ds.data(),
-                      d_q_keys + i * Q * H, dz.data(), q_rows.data(), g_rows.data());
+      attend_backward(Q, H, V, scale, q_keys + i * Q * H, z.data(), d_mixed + i * Q * H, w.data(),
+                      d_q_keys + i * Q * H, dz.data(), p_dp.data(), rows.data(), out_rows.data());
     }
   });
 }

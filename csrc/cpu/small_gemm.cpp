@@ -144,10 +144,11 @@ NRNM_ALWAYS_INLINE void dot_block(int64_t K, const T* __restrict A, int64_t lda,
       for (int j = 0; j < NB; ++j) acc[m][j] += a * w[j];
     }
   }
+  T sums[MB * NB];
+  lane_sums<L, MB * NB>(&acc[0][0], sums);
   for (int m = 0; m < MB; ++m)
     for (int j = 0; j < NB; ++j) {
-      T s = bias ? bias[n0 + j] : T(0);
-      for (int64_t l = 0; l < n; ++l) s += acc[m][j][l];
+      T s = (bias ? bias[n0 + j] : T(0)) + sums[m * NB + j];
       for (int64_t t = k; t < K; ++t) s += A[m * lda + t] * W[(n0 + j) * ldw + t];
       C[m * ldc + n0 + j] = s;
     }
@@ -207,7 +208,7 @@ void packed_gemm_at(int64_t M, int64_t K, int64_t N, const T* A, int64_t lda, co
                     int64_t ldc, int64_t bytes) {
 #ifdef NRNM_CPU_AVX512
   if (bytes == kWidePanel) {
-    assert(wide_panels_supported());
+    assert(avx512_kernels_enabled());
     packed_gemm_wide(M, K, N, A, lda, P, bias, C, ldc);
     return;
   }
@@ -228,16 +229,7 @@ NRNM_CPU_CLONES void small_gemm(int64_t M, int64_t K, int64_t N, const double* A
   small_gemm_impl(M, K, N, A, lda, B, bias, C, ldc);
 }
 
-bool wide_panels_supported() {
-#ifdef NRNM_CPU_AVX512
-  static const bool supported = __builtin_cpu_supports("x86-64-v4");
-  return supported;
-#else
-  return false;
-#endif
-}
-
-int64_t panel_bytes() { return wide_panels_supported() ? kWidePanel : kNarrowPanel; }
+int64_t panel_bytes() { return avx512_kernels_enabled() ? kWidePanel : kNarrowPanel; }
 
 void packed_gemm(int64_t M, int64_t K, int64_t N, const float* A, int64_t lda, const float* P, const float* bias,
                  float* C, int64_t ldc, int64_t bytes) {

@@ -58,10 +58,10 @@ void small_gemm_nt(int64_t M, int64_t K, int64_t N, const double* A, int64_t lda
                    const double* bias, double* C, int64_t ldc);
 
 // Bytes per panel row: kNarrowPanel (three 32-byte registers) or kWidePanel (three 64-byte
-// ones, only where wide_panels_supported()). panel_bytes() is this CPU's choice, made once.
+// ones, only where avx512_kernels_enabled(), csrc/cpu/target_clones.h). panel_bytes() is this
+// process's choice.
 constexpr int64_t kNarrowPanel = 3 * 32;
 constexpr int64_t kWidePanel = 3 * 64;
-bool wide_panels_supported();
 int64_t panel_bytes();
 
 // Columns per panel.

@@ -5,12 +5,34 @@
 // inlined into it (always_inline templates).
 #pragma once
 
+#include <cstdlib>
+#include <cstring>
+
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define NRNM_CPU_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-// A kernel for AVX-512 only, for a caller that checks __builtin_cpu_supports("x86-64-v4") first.
+// A kernel for AVX-512 only, for a caller that checks avx512_kernels_enabled() first.
 #define NRNM_CPU_AVX512 __attribute__((target("arch=x86-64-v4")))
 #else
 #define NRNM_CPU_CLONES
 #endif
+
+namespace nrnm {
+
+// Whether the NRNM_CPU_AVX512 kernels run: the CPU has AVX-512 (x86-64-v4) and the environment
+// does not set NRNM_DISABLE_AVX512=1, with which the tests run the other kernels (the 32-byte
+// vectors of CPUs without AVX-512) on such a CPU. Decided once per process.
+inline bool avx512_kernels_enabled() {
+#ifdef NRNM_CPU_AVX512
+  static const bool enabled = [] {
+    const char* off = std::getenv("NRNM_DISABLE_AVX512");
+    return __builtin_cpu_supports("x86-64-v4") && !(off && std::strcmp(off, "1") == 0);
+  }();
+  return enabled;
+#else
+  return false;
+#endif
+}
+
+}  // namespace nrnm
 
 #define NRNM_ALWAYS_INLINE __attribute__((always_inline)) inline

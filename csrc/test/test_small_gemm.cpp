@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "../cpu/small_gemm.h"
+#include "../cpu/target_clones.h"
 
 namespace {
 
@@ -68,7 +69,7 @@ bool check(at::ScalarType dtype, double tol, int layout, int64_t panel_bytes) {
 int main() {
   bool ok = true;
   std::vector<int64_t> widths{nrnm::kNarrowPanel};
-  if (nrnm::wide_panels_supported()) widths.push_back(nrnm::kWidePanel);
+  if (nrnm::avx512_kernels_enabled()) widths.push_back(nrnm::kWidePanel);
   std::printf("panel widths tested: %s\n", widths.size() == 2 ? "32- and 64-byte registers" : "32-byte registers");
   for (int layout : {0, 1, 2, 3}) {
     const bool packed = layout == 1 || layout == 2;  // only packed B has panels
