@@ -29,7 +29,8 @@ def speed_table(report: dict, device: str = "cpu") -> str:
     if not rows:
         return ""
     where = rows[0]["extra_info"].get("gpu") if device == "cuda" else (
-        f"{info['cpu_model']}, {info['torch_threads']} threads")
+        f"{info['cpu_model']}, {info['torch_threads']} threads"
+        + (f", nrnm-cpu on {info['cpu_kernels']}" if "cpu_kernels" in info else ""))
     memory = "GPU memory allocated" if device == "cuda" else "resident memory"
     lines = [f"Speed: {where}, torch {info['torch']}; "
              f"median ms of one layer; fwd = inference (no grad), fwd+bwd = one training step; "

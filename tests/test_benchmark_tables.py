@@ -41,3 +41,11 @@ def test_layer_table_leaves_the_streaming_rows_out():
 
 def test_no_streaming_rows_no_table():
     assert streaming_table({**REPORT, "benchmarks": REPORT["benchmarks"][:2]}) == ""
+
+
+def test_layer_table_says_which_cpu_kernels_ran():
+    """Reports since the CPU path's AVX-512 kernels name them; older reports have no such field."""
+    info = {**REPORT["machine_info"], "cpu_kernels": "AVX-512 kernels"}
+    table = speed_table({**REPORT, "machine_info": info})
+    assert "test cpu, 2 threads, nrnm-cpu on AVX-512 kernels, torch 2.13.0" in table
+    assert "test cpu, 2 threads, torch 2.13.0" in speed_table(REPORT)
