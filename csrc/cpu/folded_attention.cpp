@@ -172,7 +172,8 @@ NRNM_ALWAYS_INLINE void attend_backward_impl(int64_t Q, int64_t H, int64_t V, T 
   mix_rows<L, true>(H, V, 2 * Q, w, ld, 1, rows, dz);
 }
 
-// The kernels on 32-byte vectors in the clones, on 64-byte ones where the CPU has AVX-512.
+// The kernels on 32-byte vectors in the clones (plain functions: GCC clones no templates), on
+// 64-byte ones where the CPU has AVX-512.
 NRNM_CPU_CLONES void attend_forward_narrow(int64_t Q, int64_t H, int64_t V, float scale, const float* q_keys,
                                            const float* const* z, float* p, float* mixed, float** out_rows,
                                            float* columns) {
@@ -198,30 +199,18 @@ NRNM_CPU_CLONES void attend_backward_narrow(int64_t Q, int64_t H, int64_t V, dou
 }
 
 #ifdef NRNM_CPU_AVX512
-NRNM_CPU_AVX512 void attend_forward_wide(int64_t Q, int64_t H, int64_t V, float scale, const float* q_keys,
-                                         const float* const* z, float* p, float* mixed, float** out_rows,
-                                         float* columns) {
-  attend_forward_impl<Lanes<float, 64>>(Q, H, V, scale, q_keys, z, p, mixed, out_rows, columns);
+template <typename T>
+NRNM_CPU_AVX512 void attend_forward_wide(int64_t Q, int64_t H, int64_t V, T scale, const T* q_keys, const T* const* z,
+                                         T* p, T* mixed, T** out_rows, T* columns) {
+  attend_forward_impl<Lanes<T, 64>>(Q, H, V, scale, q_keys, z, p, mixed, out_rows, columns);
 }
 
-NRNM_CPU_AVX512 void attend_backward_wide(int64_t Q, int64_t H, int64_t V, float scale, const float* q_keys,
-                                          const float* const* z, const float* g, float* w, float* d_q_keys,
-                                          float* const* dz, float* p_dp, const float** rows, float** out_rows) {
-  attend_backward_impl<Lanes<float, 64>>(Q, H, V, scale, q_keys, z, g, w, d_q_keys, dz, p_dp, rows, out_rows);
+template <typename T>
+NRNM_CPU_AVX512 void attend_backward_wide(int64_t Q, int64_t H, int64_t V, T scale, const T* q_keys,
+                                          const T* const* z, const T* g, T* w, T* d_q_keys, T* const* dz, T* p_dp,
+                                          const T** rows, T** out_rows) {
+  attend_backward_impl<Lanes<T, 64>>(Q, H, V, scale, q_keys, z, g, w, d_q_keys, dz, p_dp, rows, out_rows);
 }
-
-NRNM_CPU_AVX512 void attend_forward_wide(int64_t Q, int64_t H, int64_t V, double scale, const double* q_keys,
-                                         const double* const* z, double* p, double* mixed, double** out_rows,
-                                         double* columns) {
-  attend_forward_impl<Lanes<double, 64>>(Q, H, V, scale, q_keys, z, p, mixed, out_rows, columns);
-}
-
-NRNM_CPU_AVX512 void attend_backward_wide(int64_t Q, int64_t H, int64_t V, double scale, const double* q_keys,
-                                          const double* const* z, const double* g, double* w, double* d_q_keys,
-                                          double* const* dz, double* p_dp, const double** rows, double** out_rows) {
-  attend_backward_impl<Lanes<double, 64>>(Q, H, V, scale, q_keys, z, g, w, d_q_keys, dz, p_dp, rows, out_rows);
-}
-
 #endif
 
 template <typename T>
