@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from benchmarks.memory import peak_extra_bytes
-from benchmarks.shapes import IMPLS, bench_threads, build_module, inputs, selected_shapes
+from benchmarks.paired import PAIRS, paired_ratio
+from benchmarks.shapes import IMPLS, LSTM, bench_threads, build_module, inputs, selected_shapes
 
 ROUNDS = {"nrnm-reference": 3}  # the reference is slow and steady; everything else gets 10
 
@@ -22,7 +23,8 @@ _cached_module = functools.lru_cache(maxsize=2)(build_module)
 
 
 # Collected shape by shape, mode by mode, implementation by implementation (IMPLS' order): the
-# times whose ratio the table reports are taken back to back.
+# times whose ratio the table reports are taken back to back; a fast path's paired ratio then
+# alternates its calls with nn.LSTM's.
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("mode", ["fwd", "fwd+bwd"])
 @pytest.mark.parametrize("shape", selected_shapes(), ids=lambda s: s.name)
@@ -30,17 +32,22 @@ def test_layer(benchmark, shape, impl, mode):
     module = _cached_module(impl, shape)
     x, grad_out = inputs(shape)
 
-    def forward():
-        with torch.no_grad():
-            return module(x)
+    def runner(m):
+        def forward():
+            with torch.no_grad():
+                return m(x)
 
-    def forward_backward():
-        out, _ = module(x)
-        out.backward(grad_out)
+        def forward_backward():
+            out, _ = m(x)
+            out.backward(grad_out)
+
+        return forward if mode == "fwd" else forward_backward
 
     benchmark.extra_info.update(device="cpu", shape=shape.name, impl=impl, mode=mode, threads=bench_threads(),
                                 torch=torch.__version__)
     if mode == "fwd+bwd":
         benchmark.extra_info["peak_extra_bytes"] = peak_extra_bytes(impl, shape)
-    run = forward if mode == "fwd" else forward_backward
+    run = runner(module)
     benchmark.pedantic(run, rounds=ROUNDS.get(impl, 10), iterations=1, warmup_rounds=1)
+    if impl not in (LSTM, "nrnm-reference"):
+        benchmark.extra_info["paired_vs_lstm"] = paired_ratio(run, runner(_cached_module(LSTM, shape)), PAIRS)

@@ -49,3 +49,11 @@ def test_layer_table_says_which_cpu_kernels_ran():
     table = speed_table({**REPORT, "machine_info": info})
     assert "test cpu, 2 threads, nrnm-cpu on AVX-512 kernels, torch 2.13.0" in table
     assert "test cpu, 2 threads, torch 2.13.0" in speed_table(REPORT)
+
+
+def test_layer_table_shows_the_paired_ratio_of_fast_paths():
+    report = {**REPORT, "benchmarks": [REPORT["benchmarks"][0],
+                                       _row("T256-B32-D128-H128", "nrnm-cpu", "fwd", 0.050, paired_vs_lstm=2.345)]}
+    table = speed_table(report)
+    assert "| T256-B32-D128-H128 | fwd | nrnm-cpu | 50.0 | 2.50x | 2.35x |" in table
+    assert "| T256-B32-D128-H128 | fwd | nn.LSTM | 20.0 | 1.00x | - |" in table
