@@ -35,9 +35,9 @@ def speed_table(report: dict, device: str = "cpu") -> str:
     memory = "GPU memory allocated" if device == "cuda" else "resident memory"
     lines = [f"Speed: {where}, torch {info['torch']}; "
              f"median ms of one layer; fwd = inference (no grad), fwd+bwd = one training step; "
-             f"GFLOP/s = the implementation's products (benchmarks/flops.py) over the median, and "
              f"paired = the median time ratio over {PAIRS} pairs of calls alternating with nn.LSTM's "
              f"(benchmarks/paired.py: the machine's drift cancels in a pair); "
+             f"GFLOP/s = the implementation's products (benchmarks/flops.py) over the median, and "
              f"arithmetic = its products over nn.LSTM's: the time ratio it would have at nn.LSTM's GFLOP/s; "
              f"peak MB = peak extra {memory} of one fwd+bwd",
              "| shape | mode | impl | median ms | / nn.LSTM | paired / nn.LSTM | GFLOP/s | arithmetic / nn.LSTM "
