@@ -1,6 +1,7 @@
 // C = A B (+ bias) for the time loop's GEMMs: a few to a few dozen rows of A against a weight
 // B that every step or memory update reads again. A register-blocked loop over blocks of 4
-// rows keeps 4 x 24 floats of C in registers while it streams B.
+// rows (8 on 64-byte panels) keeps a block of C, three vectors wide, in registers while it
+// streams B.
 //
 // B comes in one of two layouts:
 // - row-major (K, N), contiguous (small_gemm): fast while B stays in L2; used up to 8 rows for
@@ -9,7 +10,7 @@
 // - packed into column panels (packed_gemm, made once per layer call by pack_panels): panel p
 //   holds columns [p W, p W + W) of every row k contiguously, W = panel_width<T>() (the last
 //   panel may be narrower and holds what is left), so B streams sequentially and each panel
-//   stays in L1 while every block of 4 rows reads it. A panel is three vector registers wide:
+//   stays in L1 while every block of rows reads it. A panel is three vector registers wide:
 //   of 32 bytes (AVX2, and baseline x86-64), or of 64 bytes where the CPU has AVX-512 (there
 //   the 32-byte panels left half of each FMA unused: 100 GFLOP/s a core against 155 with
 //   64-byte ones and MKL's 165, at 4-64 rows, K = 128-256, on a Xeon core; docs/cpu.md).
@@ -30,20 +31,6 @@ void small_gemm(int64_t M, int64_t K, int64_t N, const float* A, int64_t lda, co
                 float* C, int64_t ldc);
 void small_gemm(int64_t M, int64_t K, int64_t N, const double* A, int64_t lda, const double* B, const double* bias,
                 double* C, int64_t ldc);
-
-// Packing a weight pays where a layer call multiplies at most 64 rows by it at a time (a step
-// of a shard, a memory update's rows): 1.2-4x MKL's sgemm from 1 to 16 rows on the dev machine,
-// 1.1-1.3x alone at 32 rows, and more in the layer, where MKL packs B again for every call and
-// two shards' threads share the bandwidth that this costs (T128-B64-H512, shards of 32 rows,
-// 2 threads: forward 8-13% faster). Above 64 rows MKL's own packing is amortized. The one
-// packed copy of each weight is shared by the shards (csrc/loop_weights.h). And the packing
-// itself (a pass over the weight) must pay: where a call multiplies fewer than 16 rows by the
-// weight in all (a few steps of a small batch, as in streaming), it costs more than it saves.
-inline bool packed_gemm_pays(int64_t max_rows, int64_t uses) {
-  constexpr int64_t kMinPackedRows = 16;
-  constexpr int64_t kMaxPackedRows = 64;
-  return max_rows >= 1 && max_rows <= kMaxPackedRows && uses * max_rows >= kMinPackedRows;
-}
 
 // C = A W^T (+ bias) reading W (N, K) in place, row-major with row stride ldw (the weight as a
 // module holds it): each entry a dot product along K. For the one or two rows of a call that
@@ -68,6 +55,22 @@ int64_t panel_bytes();
 template <typename T>
 int64_t panel_width(int64_t bytes = panel_bytes()) {
   return bytes / static_cast<int64_t>(sizeof(T));
+}
+
+// Packing a weight pays where a layer call multiplies at most 64 rows (128 on 64-byte panels)
+// by it at a time (a step of a shard, a memory update's rows, a chunk's memory term): 1.2-4x MKL's sgemm
+// from 1 to 16 rows on the dev machine, 1.1-1.3x alone at 32 rows, and more in the layer, where
+// MKL packs B again for every call and two shards' threads share the bandwidth that this costs
+// (T128-B64-H512, shards of 32 rows, 2 threads: forward 8-13% faster). With 32-byte panels MKL's
+// own packing is amortized above 64 rows; the 8-row blocks of 64-byte panels still beat it by
+// 1.1x at 128 rows (K, N = 512-1024; even at 256). The one packed copy of each weight is shared
+// by the shards (csrc/loop_weights.h). And the packing itself (a pass over the weight) must pay:
+// where a call multiplies fewer than 16 rows by the weight in all (a few steps of a small batch,
+// as in streaming), it costs more than it saves.
+inline bool packed_gemm_pays(int64_t max_rows, int64_t uses, int64_t bytes = panel_bytes()) {
+  constexpr int64_t kMinPackedRows = 16;
+  const int64_t max_packed_rows = bytes == kWidePanel ? 128 : 64;
+  return max_rows >= 1 && max_rows <= max_packed_rows && uses * max_rows >= kMinPackedRows;
 }
 
 // P (K * N,) = B (K, N) in panels of `bytes`; B's element (k, n) at B[k * stride_k + n * stride_n].
