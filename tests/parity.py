@@ -32,9 +32,12 @@ CASES = {
     # 20 rows by W_hh (4H x H) and W_mr ((NH)^2) of 36864 elements: the CPU path's packed products
     # of more than 16 rows by a large weight (csrc/cpu/small_gemm.h)
     "T6-B20-H96": (6, 20, 1, 4, 2, 2, 2, [6] * 17 + [4, 1, 6], [0] * 10 + [1, 2, 3, 5] * 2 + [9, 0], 96),
-    # 66 rows by every weight, 132 memory rows per update (one shard): too many for the CPU path
-    # to pack the weights, so the step loop's and the memory updates' products take MKL's path
+    # 66 rows by every weight, 132 memory rows per update (one shard): the step loop's products
+    # packed on 64-byte panels (up to 128 rows), MKL's on 32-byte ones (up to 64); the memory
+    # updates' on MKL's path either way (csrc/cpu/small_gemm.h packed_gemm_pays)
     "T5-B66-H24": (5, 66, 1, 4, 2, 2, 2, [5] * 60 + [4, 1, 5, 3, 5, 2], [0] * 33 + [1, 2, 3] * 11, 24),
+    # 130 rows: every product on MKL's path
+    "T5-B130-H24": (5, 130, 1, 4, 2, 2, 2, [5] * 124 + [4, 1, 5, 3, 5, 2], [0] * 67 + [1, 2, 3] * 21, 24),
     # The CPU path computes the input product in slabs of 256 rows (csrc/layer.cpp InputSlabs):
     # 52 steps of 5 elements, three slabs per layer (in two shards: 86 and 128 steps);
     "T120-B5-input-slabs": (120, 5, 2, 3, 2, 2, 2, [120, 120, 77, 120, 3], [0, 1, 2, 5, 0]),
