@@ -126,6 +126,36 @@ def test_batch_shards_match_reference_float32():
     assert_matches(actual, run_case("reference", torch.float32, CASES["T50-two-layers"]), 1e-5)
 
 
+BATCH_OF_ONE_H256 = {T: (T, 1, 1, 4, 3, 2, 2, None, [2], 256) for T in (9, 20)}
+
+
+@requires_cpu_ext
+@pytest.mark.parametrize("T", BATCH_OF_ONE_H256)
+def test_batch_of_one_shares_large_weights_between_threads(T):
+    """A batch of one runs in one shard; on two threads its products by a weight of 1 MB or more
+    (here W_hh^T, W_mr^T, W_in^T at H = 256 in float64) give each thread a share of the weight's
+    columns (csrc/cpu/loop_matmul.h for_column_shares): at T = 9 the step reads W_hh^T in place,
+    at T = 20 packed, in shares of whole panels."""
+    with batch_shards(1, 2):
+        actual = run_case("cpu", torch.float64, BATCH_OF_ONE_H256[T])
+    assert_matches(actual, run_case("reference", torch.float64, BATCH_OF_ONE_H256[T]), 1e-10)
+
+
+@requires_cpu_ext
+@pytest.mark.parametrize("T", BATCH_OF_ONE_H256)
+def test_batch_of_one_float32_is_the_same_on_one_and_two_threads(T):
+    """The float32 shares (W_hh^T and W_mr^T, 1 MB each) against the same op on one thread, which
+    reads every weight whole: the shares compute each output column as the whole product does, so
+    only ATen's threaded reductions may round differently (~4e-8). (The float32 reference is no
+    yardstick here: this random model at H = 256 and T = 20 amplifies its rounding to ~1e-3 of the
+    float64 one.)"""
+    with batch_shards(1, 1):
+        one_thread = run_case("cpu", torch.float32, BATCH_OF_ONE_H256[T])
+    with batch_shards(1, 2):
+        two_threads = run_case("cpu", torch.float32, BATCH_OF_ONE_H256[T])
+    assert_matches(two_threads, one_thread, 1e-6)
+
+
 @requires_cpu_ext
 def test_one_shard_per_thread_up_to_the_batch():
     from nrnm_fast.layer_ops import batch_shards

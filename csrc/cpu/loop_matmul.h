@@ -7,7 +7,27 @@
 #include "../layer_kernels.h"
 #include "small_gemm.h"
 
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+
 namespace nrnm {
+
+// f(n0, n1) over column ranges of b (K, N) that together cover 0..N, each a multiple of `unit`
+// columns but the last. One or two rows of a batch of one (one shard: csrc/batch_shards.h) by a
+// weight that no cache holds (streaming at H = 512 reads 13 MB of weights a step) run at one
+// core's memory bandwidth; every thread reads a share of the weight's columns instead.
+template <typename F>
+void for_column_shares(int64_t K, int64_t N, int64_t element_bytes, int64_t unit, const F& f) {
+  constexpr int64_t kSharedWeightBytes = int64_t(1) << 20, kShareBytes = int64_t(256) << 10;
+  const int64_t unit_bytes = K * unit * element_bytes;
+  if (K * N * element_bytes < kSharedWeightBytes || at::in_parallel_region() || at::get_num_threads() < 2) {
+    f(0, N);
+    return;
+  }
+  at::parallel_for(0, (N + unit - 1) / unit, (kShareBytes + unit_bytes - 1) / unit_bytes,
+                   [&](int64_t u0, int64_t u1) { f(u0 * unit, std::min(N, u1 * unit)); });
+}
 
 // out = a @ b + bias on raw rows where b is packed, or is contiguous and small_gemm pays, or is
 // a row-major W's transpose and small_gemm_nt pays; false elsewhere (the caller falls back to ATen).
@@ -17,7 +37,11 @@ bool raw_matmul(int64_t M, int64_t K, int64_t N, const T* a, int64_t lda, const 
   if (b.packed.defined()) {
     TORCH_CHECK(b.packed.numel() == K * N, "nrnm_fast: a packed weight of ", b.packed.numel(), " elements for a (",
                 K, ", ", N, ") product");
-    packed_gemm(M, K, N, a, lda, b.packed.data_ptr<T>(), bias, out, ldo);
+    const T* packed = b.packed.data_ptr<T>();
+    // a whole panel's columns a share: panel j (of W columns) is W * K elements from the start
+    for_column_shares(K, N, sizeof(T), panel_bytes() / static_cast<int64_t>(sizeof(T)), [&](int64_t n0, int64_t n1) {
+      packed_gemm(M, K, n1 - n0, a, lda, packed + n0 * K, bias ? bias + n0 : nullptr, out + n0, ldo);
+    });
     return true;
   }
   if (small_gemm_pays(M) && b.b.is_contiguous()) {
@@ -25,7 +49,11 @@ bool raw_matmul(int64_t M, int64_t K, int64_t N, const T* a, int64_t lda, const 
     return true;
   }
   if (small_gemm_nt_pays(M) && b.b.stride(0) == 1) {  // b = W^T, W (N, K) row-major
-    small_gemm_nt(M, K, N, a, lda, b.b.data_ptr<T>(), b.b.stride(1), bias, out, ldo);
+    const T* w = b.b.data_ptr<T>();
+    const int64_t ldw = b.b.stride(1);
+    for_column_shares(K, N, sizeof(T), 1, [&](int64_t n0, int64_t n1) {
+      small_gemm_nt(M, K, n1 - n0, a, lda, w + n0 * ldw, ldw, bias ? bias + n0 : nullptr, out + n0, ldo);
+    });
     return true;
   }
   return false;
