@@ -134,8 +134,8 @@ BATCH_OF_ONE_H256 = {T: (T, 1, 1, 4, 3, 2, 2, None, [2], 256) for T in (9, 20)}
 def test_batch_of_one_shares_large_weights_between_threads(T):
     """A batch of one runs in one shard; on two threads its products by a weight of 1 MB or more
     (here W_hh^T and W_mr^T, 2 MB each at H = 256 in float64) give each thread a share of the weight's
-    columns (csrc/cpu/loop_matmul.h for_column_shares): at T = 9 the step reads W_hh^T in place,
-    at T = 20 packed, in shares of whole panels."""
+    columns (csrc/cpu/loop_matmul.h for_column_shares): at T = 9 the step reads W_hh^T in place
+    (and the backward's step W_hh, row-major), at T = 20 packed, in shares of whole panels."""
     with batch_shards(1, 2):
         actual = run_case("cpu", torch.float64, BATCH_OF_ONE_H256[T])
     assert_matches(actual, run_case("reference", torch.float64, BATCH_OF_ONE_H256[T]), 1e-10)

@@ -45,7 +45,10 @@ bool raw_matmul(int64_t M, int64_t K, int64_t N, const T* a, int64_t lda, const 
     return true;
   }
   if (small_gemm_pays(M) && b.b.is_contiguous()) {
-    small_gemm(M, K, N, a, lda, b.b.data_ptr<T>(), bias, out, ldo);
+    const T* w = b.b.data_ptr<T>();
+    for_column_shares(K, N, sizeof(T), 1, [&](int64_t n0, int64_t n1) {
+      small_gemm(M, K, n1 - n0, a, lda, w + n0, N, bias ? bias + n0 : nullptr, out + n0, ldo);
+    });
     return true;
   }
   if (small_gemm_nt_pays(M) && b.b.stride(0) == 1) {  // b = W^T, W (N, K) row-major

@@ -16,9 +16,9 @@ template <typename T>
 struct RowMajor {
   static constexpr int64_t W = kNarrowPanel / sizeof(T);
   const T* B;
-  int64_t N;
+  int64_t row_stride;
   const T* at(int64_t n0) const { return B + n0; }
-  int64_t ldb(int64_t) const { return N; }
+  int64_t ldb(int64_t) const { return row_stride; }
   int64_t panel_stride() const { return W; }
 };
 
@@ -96,8 +96,8 @@ NRNM_ALWAYS_INLINE void rows_from(int64_t m0, int64_t M, int64_t K, int64_t N, c
 
 template <typename T>
 NRNM_ALWAYS_INLINE void small_gemm_impl(int64_t M, int64_t K, int64_t N, const T* A, int64_t lda,
-                                               const T* B, const T* bias, T* C, int64_t ldc) {
-  const RowMajor<T> layout{B, N};
+                                               const T* B, int64_t ldb, const T* bias, T* C, int64_t ldc) {
+  const RowMajor<T> layout{B, ldb};
   for (int64_t m0 = 0; m0 < M; m0 += 4) rows_from(m0, M, K, N, A, lda, layout, 0, bias, C, ldc);
 }
 
@@ -240,13 +240,13 @@ void packed_gemm_at(int64_t M, int64_t K, int64_t N, const T* A, int64_t lda, co
 }  // namespace
 
 NRNM_CPU_CLONES void small_gemm(int64_t M, int64_t K, int64_t N, const float* A, int64_t lda, const float* B,
-                                const float* bias, float* C, int64_t ldc) {
-  small_gemm_impl(M, K, N, A, lda, B, bias, C, ldc);
+                                int64_t ldb, const float* bias, float* C, int64_t ldc) {
+  small_gemm_impl(M, K, N, A, lda, B, ldb, bias, C, ldc);
 }
 
 NRNM_CPU_CLONES void small_gemm(int64_t M, int64_t K, int64_t N, const double* A, int64_t lda, const double* B,
-                                const double* bias, double* C, int64_t ldc) {
-  small_gemm_impl(M, K, N, A, lda, B, bias, C, ldc);
+                                int64_t ldb, const double* bias, double* C, int64_t ldc) {
+  small_gemm_impl(M, K, N, A, lda, B, ldb, bias, C, ldc);
 }
 
 int64_t panel_bytes() { return avx512_kernels_enabled() ? kWidePanel : kNarrowPanel; }

@@ -4,7 +4,7 @@
 // streams B.
 //
 // B comes in one of two layouts:
-// - row-major (K, N), contiguous (small_gemm): fast while B stays in L2; used up to 8 rows for
+// - row-major (K, N), row k at B + k ldb (small_gemm): fast while B stays in L2; used up to 8 rows for
 //   weights made on the fly (MKL: 4 x 128 x 512 takes 21 us through at::addmm_out on the EPYC
 //   dev machine, this loop 8 us);
 // - packed into column panels (packed_gemm, made once per layer call by pack_panels): panel p
@@ -27,10 +27,10 @@ namespace nrnm {
 // block reads B once more (0.7-0.8x with a 1 MB B).
 inline bool small_gemm_pays(int64_t M) { return M >= 1 && M <= 8; }
 
-void small_gemm(int64_t M, int64_t K, int64_t N, const float* A, int64_t lda, const float* B, const float* bias,
-                float* C, int64_t ldc);
-void small_gemm(int64_t M, int64_t K, int64_t N, const double* A, int64_t lda, const double* B, const double* bias,
-                double* C, int64_t ldc);
+void small_gemm(int64_t M, int64_t K, int64_t N, const float* A, int64_t lda, const float* B, int64_t ldb,
+                const float* bias, float* C, int64_t ldc);
+void small_gemm(int64_t M, int64_t K, int64_t N, const double* A, int64_t lda, const double* B, int64_t ldb,
+                const double* bias, double* C, int64_t ldc);
 
 // C = A W^T (+ bias) reading W (N, K) in place, row-major with row stride ldw (the weight as a
 // module holds it): each entry a dot product along K. For the one or two rows of a call that

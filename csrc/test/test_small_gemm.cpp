@@ -1,5 +1,5 @@
-// ctest: csrc/cpu/small_gemm.h against at::mm, float and double, every layout of B (row-major;
-// packed from a row-major or a transposed B, in each panel width this CPU runs; B = W^T read in
+// ctest: csrc/cpu/small_gemm.h against at::mm, float and double, every layout of B (row-major
+// with a row stride past N; packed from a row-major or a transposed B, in each panel width this CPU runs; B = W^T read in
 // place from a row-major W with a row stride past K): every row count 1..17, column counts
 // around the kernels' block and panel widths, strided A and C, with and without a bias.
 
@@ -24,18 +24,19 @@ bool check(at::ScalarType dtype, double tol, int layout, int64_t panel_bytes) {
         for (bool with_bias : {false, true}) {
           // A and C are column slices of wider matrices: row strides K + 3 and N + 5.
           const at::Tensor A = at::randn({M, K + 3}, opts).narrow(1, 1, K);
-          // layout 0: row-major; 1: packed from row-major; 2: packed from B = W^T, W (N, K) row-major;
-          // 3: B = W^T in place, W's rows K + 2 apart
+          // layout 0: row-major, rows N + 4 apart; 1: packed from row-major; 2: packed from B = W^T,
+          // W (N, K) row-major; 3: B = W^T in place, W's rows K + 2 apart
           const at::Tensor B = layout == 3   ? at::randn({N, K + 2}, opts).narrow(1, 1, K).t()
                                : layout == 2 ? at::randn({N, K}, opts).t()
+                               : layout == 0 ? at::randn({K, N + 4}, opts).narrow(1, 1, N)
                                              : at::randn({K, N}, opts);
           const at::Tensor bias = at::randn({N}, opts);
           at::Tensor C_wide = at::full({M, N + 5}, 7.0, opts);
           at::Tensor C = C_wide.narrow(1, 2, N);
           const T* b = with_bias ? bias.data_ptr<T>() : nullptr;
           if (layout == 0) {
-            nrnm::small_gemm(M, K, N, A.data_ptr<T>(), A.stride(0), B.data_ptr<T>(), b, C.data_ptr<T>(),
-                             C.stride(0));
+            nrnm::small_gemm(M, K, N, A.data_ptr<T>(), A.stride(0), B.data_ptr<T>(), B.stride(0), b,
+                             C.data_ptr<T>(), C.stride(0));
           } else if (layout == 3) {
             nrnm::small_gemm_nt(M, K, N, A.data_ptr<T>(), A.stride(0), B.data_ptr<T>(), B.stride(1), b,
                                 C.data_ptr<T>(), C.stride(0));
