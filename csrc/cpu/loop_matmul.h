@@ -14,7 +14,7 @@
 namespace nrnm {
 
 // f(n0, n1) over column ranges of b (K, N) that together cover 0..N, each a multiple of `unit`
-// columns but the last. One or two rows of a batch of one (one shard: csrc/batch_shards.h) by a
+// columns but the last. The few rows of a batch of one (one shard: csrc/batch_shards.h) by a
 // weight that no cache holds (streaming at H = 512 reads 13 MB of weights a step) run at one
 // core's memory bandwidth; every thread reads a share of the weight's columns instead.
 template <typename F>
@@ -39,7 +39,7 @@ bool raw_matmul(int64_t M, int64_t K, int64_t N, const T* a, int64_t lda, const 
                 K, ", ", N, ") product");
     const T* packed = b.packed.data_ptr<T>();
     // a whole panel's columns a share: panel j (of W columns) is W * K elements from the start
-    for_column_shares(K, N, sizeof(T), panel_bytes() / static_cast<int64_t>(sizeof(T)), [&](int64_t n0, int64_t n1) {
+    for_column_shares(K, N, sizeof(T), panel_width<T>(), [&](int64_t n0, int64_t n1) {
       packed_gemm(M, K, n1 - n0, a, lda, packed + n0 * K, bias ? bias + n0 : nullptr, out + n0, ldo);
     });
     return true;

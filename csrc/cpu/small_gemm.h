@@ -4,8 +4,8 @@
 // streams B.
 //
 // B comes in one of two layouts:
-// - row-major (K, N), row k at B + k ldb (small_gemm): fast while B stays in L2; used up to 8 rows for
-//   weights made on the fly (MKL: 4 x 128 x 512 takes 21 us through at::addmm_out on the EPYC
+// - row-major (K, N), row k at B + k ldb (small_gemm): fast while B stays in L2; used up to
+//   8 rows for weights made on the fly (MKL: 4 x 128 x 512 takes 21 us through at::addmm_out on the EPYC
 //   dev machine, this loop 8 us);
 // - packed into column panels (packed_gemm, made once per layer call by pack_panels): panel p
 //   holds columns [p W, p W + W) of every row k contiguously, W = panel_width<T>() (the last
@@ -58,8 +58,8 @@ int64_t panel_width(int64_t bytes = panel_bytes()) {
 }
 
 // Packing a weight pays where a layer call multiplies at most 64 rows (128 on 64-byte panels)
-// by it at a time (a step of a shard, a memory update's rows, a chunk's memory term): 1.2-4x MKL's sgemm
-// from 1 to 16 rows on the dev machine, 1.1-1.3x alone at 32 rows, and more in the layer, where
+// by it at a time (a step of a shard, a memory update's rows, a chunk's memory term): 1.2-4x
+// MKL's sgemm from 1 to 16 rows on the dev machine, 1.1-1.3x alone at 32 rows, and more in the layer, where
 // MKL packs B again for every call and two shards' threads share the bandwidth that this costs
 // (T128-B64-H512, shards of 32 rows, 2 threads: forward 8-13% faster). With 32-byte panels MKL's
 // own packing is amortized above 64 rows; the 8-row blocks of 64-byte panels still beat it by

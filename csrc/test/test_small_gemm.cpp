@@ -1,7 +1,8 @@
 // ctest: csrc/cpu/small_gemm.h against at::mm, float and double, every layout of B (row-major
-// with a row stride past N; packed from a row-major or a transposed B, in each panel width this CPU runs; B = W^T read in
-// place from a row-major W with a row stride past K): every row count 1..17, column counts
-// around the kernels' block and panel widths, strided A and C, with and without a bias.
+// with a row stride past N; packed from a row-major or a transposed B, in each panel width
+// this CPU runs; B = W^T read in place from a row-major W with a row stride past K): every row
+// count 1..17, column counts around the kernels' block and panel widths, strided A and C, with
+// and without a bias.
 
 #include <ATen/ATen.h>
 
