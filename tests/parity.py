@@ -102,11 +102,45 @@ def random_config(seed: int) -> dict:
     )
 
 
-def run_random_config(backend: str, config: dict) -> dict:
-    """Every output and gradient of one random_config (float64, the input needing a gradient)."""
+def large_random_config(seed: int) -> dict:
+    """random_config at the sizes where the CPU path packs its weights into panels, shares a large
+    weight's columns between threads and splits the batch into shards: H = 8-192, B up to 66.
+    There a random model can be chaotic (its outputs move by up to ~1e-6 when its parameters
+    move by 1e-15): compare with a tolerance from reference_spread."""
+    import random
+
+    config = random_config(seed)
+    rng = random.Random(-1 - seed)
+    m = config["model"]
+    m["hidden_size"] = m["num_heads"] * rng.choice([8, 16, 24, 48])
+    s = m["stride"]
+    B, T = rng.choice([1, 7, 20, 66]), max(s, rng.choice([5, 17, 33]))
+    lengths = [rng.randint(s, T) for _ in range(B)] if rng.random() < 0.5 else None
+    if lengths and B > 1:
+        lengths[rng.randrange(B)] = 1
+    config.update(T=T, B=B, lengths=lengths, steps=[rng.choice([0, rng.randint(0, 30)]) for _ in range(B)])
+    return config
+
+
+def reference_spread(config: dict, expected: dict) -> float:
+    """How far the reference's own outputs and gradients (``expected``) move, at most, when every
+    parameter moves by a random relative 1e-15: the rounding error that the configuration's
+    conditioning alone can account for."""
+    moved = run_random_config("reference", config, perturb=1e-15)
+    return max(max_relative_error(moved[name], e) for name, e in expected.items())
+
+
+def run_random_config(backend: str, config: dict, perturb: float = 0.0) -> dict:
+    """Every output and gradient of one random_config (float64, the input needing a gradient);
+    ``perturb``: each parameter times 1 + perturb * (a standard normal draw), seeded."""
     m = config["model"]
     model = random_model(m["input_size"], m["hidden_size"], backend=backend,
                          **{k: v for k, v in m.items() if k not in ("input_size", "hidden_size")})
+    if perturb:
+        noise = torch.Generator().manual_seed(3)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.mul_(1 + perturb * torch.randn(p.shape, generator=noise, dtype=p.dtype))
     T, B = config["T"], config["B"]
     gen = torch.Generator().manual_seed(7)
     x = torch.randn(T, B, m["input_size"], generator=gen, dtype=torch.float64)

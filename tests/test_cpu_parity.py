@@ -19,7 +19,8 @@ import torch
 
 from helpers import random_model
 from nrnm_fast import NRNM, NRNMState, available_backends
-from parity import CASES, assert_matches, random_config, run_case, run_random_config
+from parity import (CASES, assert_matches, large_random_config, random_config, reference_spread, run_case,
+                    run_random_config)
 
 requires_cpu_ext = pytest.mark.skipif("cpu" not in available_backends(), reason="C++ extension not built")
 
@@ -45,6 +46,22 @@ def test_cpu_matches_reference_random_config(seed):
     with batch_shards(2, 2) if seed % 2 else contextlib.nullcontext():
         actual = run_random_config("cpu", config)
     assert_matches(actual, run_random_config("reference", config), 1e-10)
+
+
+@requires_cpu_ext
+@pytest.mark.parametrize("seed", range(16))
+def test_cpu_matches_reference_large_random_config(seed):
+    """Seeded random configurations at H up to 192 and B up to 66 (parity.large_random_config),
+    on one or two threads, to 10x the reference's own spread under a 1e-15 change of its
+    parameters (at least 1e-10), which must stay small enough for the comparison to mean
+    something (a wrong term moves results by far more than 1e-7)."""
+    config = large_random_config(seed)
+    expected = run_random_config("reference", config)
+    tol = max(1e-10, 10 * reference_spread(config, expected))
+    assert tol <= 1e-7, f"the configuration is too ill-conditioned to compare: tolerance {tol:.1e}"
+    with batch_shards(2, 2) if seed % 2 else contextlib.nullcontext():
+        actual = run_random_config("cpu", config)
+    assert_matches(actual, expected, tol)
 
 
 @requires_cpu_ext
