@@ -103,8 +103,8 @@ def random_config(seed: int) -> dict:
 
 
 def large_random_config(seed: int) -> dict:
-    """random_config at the sizes where the CPU path packs its weights into panels, shares a large
-    weight's columns between threads and splits the batch into shards: H = 8-192, B up to 66.
+    """random_config at the sizes where the CPU path packs its weights into panels and splits the
+    batch into shards: H = 8-192, B up to 66.
     There a random model can be chaotic (its outputs move by up to ~1e-6 when its parameters
     move by 1e-15): compare with a tolerance from reference_spread."""
     import random
