@@ -3,6 +3,7 @@
 #include <ATen/Parallel.h>
 #include <ATen/ThreadLocalState.h>
 
+#include <algorithm>
 #include <vector>
 
 #include "loop_weights.h"
@@ -16,9 +17,10 @@ struct Shard {
   int64_t begin, size;  // batch elements begin .. begin + size - 1
 };
 
+// min(shards, B) shards.
 std::vector<Shard> split(int64_t B, int64_t shards) {
-  TORCH_CHECK(shards >= 1 && shards <= B, "nrnm_fast: batch_shards must lie in 1..", B, " (the batch), got ",
-              shards);
+  TORCH_CHECK(shards >= 1, "nrnm_fast: batch_shards must be >= 1, got ", shards);
+  shards = std::min(shards, B);
   std::vector<Shard> out;
   for (int64_t i = 0, begin = 0; i < shards; ++i) {
     const int64_t size = B / shards + (i < B % shards ? 1 : 0);
@@ -106,9 +108,9 @@ LayerForward sharded_layer_forward(const at::Tensor& x, const at::Tensor& length
     whole.saved.cells = at::empty({T, B, H}, x.options());
     whole.saved.gates = at::empty({T, B, 4 * H}, x.options());
     whole.saved.r = at::empty({T, B, N * H}, x.options());
-    const int64_t updates = Schedule::max_updates(T, cfg.stride);
-    whole.saved.kept = at::empty({updates, B, N, KeptUpdate::width(H, w.w_1.size(0))}, x.options());
-    whole.saved.memories = at::empty({updates + 1, B, N, H}, x.options());
+    const int64_t rows = Schedule::saved_update_rows(T, cfg.stride);
+    whole.saved.kept = at::empty({rows, B, N, KeptUpdate::width(H, w.w_1.size(0))}, x.options());
+    whole.saved.memories = at::empty({rows, B, N, H}, x.options());
   }
   const auto saved = saved_blocks(whole.saved, parts);
   // parts[0] is the largest shard

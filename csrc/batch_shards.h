@@ -15,7 +15,7 @@
 
 namespace nrnm {
 
-// layer_forward over `shards` (1 <= shards <= B) batch shards; shards == 1 is layer_forward itself.
+// layer_forward over min(shards, B) batch shards (shards >= 1); one shard is layer_forward itself.
 LayerForward sharded_layer_forward(const at::Tensor& x, const at::Tensor& lengths, const LayerState& initial,
                                    const LayerWeights& w, const LayerConfig& cfg, const LayerKernels& kernels,
                                    bool for_backward, int64_t shards);

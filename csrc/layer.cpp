@@ -279,11 +279,11 @@ LayerForward layer_forward(const at::Tensor& x, const at::Tensor& lengths, const
   // Only the backward reads r, kept and memories: inference returns them empty, (0,) as the fake kernel says.
   const auto backward_only = [&](std::vector<int64_t> shape) { return for_backward ? shape : std::vector<int64_t>{0}; };
   saved.r = place(given.saved.r, backward_only({T, B, NH}));
-  saved.kept = place(given.saved.kept, backward_only({Schedule::max_updates(T, d.s), B, N, d.kept_width}));
+  saved.kept = place(given.saved.kept, backward_only({Schedule::saved_update_rows(T, d.s), B, N, d.kept_width}));
   // The updates' kept blocks, one after the other: update e takes the next u_e rows.
   const at::Tensor kept_rows = saved.kept.view({-1, N * d.kept_width});
   int64_t kept_row = 0;
-  saved.memories = place(given.saved.memories, backward_only({Schedule::max_updates(T, d.s) + 1, B, N, H}));
+  saved.memories = place(given.saved.memories, backward_only({Schedule::saved_update_rows(T, d.s), B, N, H}));
   if (for_backward) {
     saved.memories.zero_();
     saved.memories[0].copy_(init.memory);

@@ -69,8 +69,9 @@ struct LayerSaved {
   at::Tensor cells;    // (T, B, H) c' of every step (the previous cell for inactive steps)
   at::Tensor gates;    // (T, B, 4H) activations sigma(i), sigma(f), tanh(g), sigma(o)
   at::Tensor r;        // (T, B, NH) the memory gate sigma(x W_xr^T + b_r + m W_mr^T) of every step
-  // (ceil(T / s), B, N, 5H + F) what the memory updates keep for the backward (csrc/memory_update.h,
-  // KeptUpdate): viewed as rows of N (5H + F), the updates' blocks of u rows one after the other
+  // (ceil(T / s) + 1, B, N, 5H + F) what the memory updates keep for the backward (csrc/memory_update.h,
+  // KeptUpdate): viewed as rows of N (5H + F), the updates' blocks of u rows one after the other, then
+  // zeros (csrc/schedule.h Schedule::saved_update_rows)
   at::Tensor kept;
   at::Tensor memories; // (ceil(T / s) + 1, B, N, H) memory of each element before its e-th update
 };

@@ -166,7 +166,7 @@ LayerBackwardResult layer_backward_op(const LayerKernels& kernels, const at::Ten
 // triton_attention: run the memory update's attention with the Triton kernels
 // (csrc/triton_attention.h) instead of the device's own. for_backward: keep what
 // layer_backward needs (without it, for inference, cells, gates, r, kept and memories come back empty).
-// batch_shards: split the batch into this many shards run in parallel on the CPU's threads
+// batch_shards: split the batch into this many shards (at most B) run in parallel on the CPU's threads
 // (csrc/batch_shards.h; 1 on CUDA); the backward takes the forward's. input_grad: compute grad_x
 // (without it grad_x comes back empty: x needs no gradient, and its GEMM is skipped).
 TORCH_LIBRARY(nrnm_fast, m) {

@@ -27,6 +27,11 @@ struct Schedule {
   // Upper bound on the updates of one element in T steps: ceil(T / stride).
   static int64_t max_updates(int64_t T, int64_t stride) { return (T + stride - 1) / stride; }
 
+  // Leading size of the saved `kept` and `memories` (csrc/layer.h LayerSaved): max_updates + 1.
+  // memories holds each element's memory before its first update as well; kept's last row stays
+  // zero, so that neither size can be 1: tracing a symbolic T, torch.export would guard on T > stride.
+  static int64_t saved_update_rows(int64_t T, int64_t stride) { return max_updates(T, stride) + 1; }
+
   // steps0 (B,) and lengths (B,) are host arrays.
   Schedule(const int64_t* steps0, const int64_t* lengths, int64_t B, int64_t T, int64_t stride) {
     std::vector<int64_t> next(B);

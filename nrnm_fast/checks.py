@@ -10,7 +10,10 @@ from torch import Tensor
 
 
 def positive_int(name: str, value: object) -> int:
-    """``value`` if it is an int >= 1."""
+    """``value`` if it is an int >= 1 (or a symbolic one: a traced size, checked when the graph runs)."""
+    if isinstance(value, torch.SymInt):
+        torch._check(value >= 1, lambda: f"{name} must be an int >= 1; got {value}")
+        return value
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an int >= 1; got {type(value).__name__} {value!r}")
     if value < 1:

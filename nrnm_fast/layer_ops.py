@@ -50,11 +50,13 @@ def _cpu_threads() -> int:
 def batch_shards(x: Tensor, triton_attention: bool) -> int:
     """How many batch shards the op runs in parallel (csrc/batch_shards.h): one per CPU thread.
 
-    One on CUDA, and with Triton's attention on CPU tensors (its interpreter runs in Python).
+    The op takes at most B of them; the count does not depend on B, so that a graph traced with a
+    symbolic batch size (a ``torch.export.Dim``) holds no guard on it. One on CUDA, and with
+    Triton's attention on CPU tensors (its interpreter runs in Python).
     """
     if x.device.type != "cpu" or triton_attention:
         return 1
-    return max(1, min(_cpu_threads(), x.shape[1]))
+    return max(1, _cpu_threads())
 
 
 def run_layer(
@@ -97,13 +99,14 @@ def _layer_forward_fake(x, lengths, h0, c0, memory0, window0, ewindow0, steps0, 
                         num_heads, triton_attention, for_backward, batch_shards):
     T, B, _ = x.shape
     N, H = memory0.shape[1], memory0.shape[2]
-    k, max_updates = block_size, (T + stride - 1) // stride
+    # csrc/schedule.h Schedule::saved_update_rows: never 1, so a symbolic T makes no guard on it
+    k, update_rows = block_size, (T + stride - 1) // stride + 1
     new = x.new_empty
     F = weights[15].shape[0]  # mlp1_weight's rows
     if for_backward:
         cells, gates, r = new(T, B, H), new(T, B, 4 * H), new(T, B, N * H)
         # kept's rows: csrc/memory_update.h KeptUpdate::width(H, F), attn | y1_in | hid | y2_in | gates
-        kept, memories = new(max_updates, B, N, 5 * H + F), new(max_updates + 1, B, N, H)
+        kept, memories = new(update_rows, B, N, 5 * H + F), new(update_rows, B, N, H)
     else:
         cells, gates, r, kept, memories = new(0), new(0), new(0), new(0), new(0)
     return (new(T, B, H), new(B, H), new(B, H), new(B, N, H), new(B, k, H), new(B, k, H), steps0.new_empty(B),

@@ -1,4 +1,4 @@
-"""The C++ ops as torch.library custom ops: opcheck, and torch.compile(fullgraph=True) against eager."""
+"""The C++ ops as torch.library custom ops: opcheck, torch.compile(fullgraph=True) and torch.export against eager."""
 
 from __future__ import annotations
 
@@ -101,10 +101,18 @@ def test_backward_makes_no_zero_gradients_for_the_saved_tensors():
     assert not {tuple(t.shape) for t in out[7:]} & allocations.shapes
 
 
-@pytest.mark.parametrize("batch_shards", [0, 3])
-def test_batch_shards_out_of_range_is_refused(batch_shards):
-    with pytest.raises(RuntimeError, match=r"batch_shards must lie in 1\.\.2 \(the batch\), got " + str(batch_shards)):
-        torch.ops.nrnm_fast.layer_forward(*_layer_args(False, True, batch_shards))
+def test_batch_shards_below_one_is_refused():
+    with pytest.raises(RuntimeError, match=r"batch_shards must be >= 1, got 0"):
+        torch.ops.nrnm_fast.layer_forward(*_layer_args(False, True, 0))
+
+
+def test_batch_shards_beyond_the_batch_run_one_shard_per_element():
+    # The module passes its thread count whatever the batch (layer_ops.batch_shards): the op takes at most B.
+    two, five = (torch.ops.nrnm_fast.layer_forward(*_layer_args(False, True, shards)) for shards in (2, 5))
+    for a, b in zip(five, two):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    grads_two, grads_five = (torch.ops.nrnm_fast.layer_backward(*_backward_args(shards, True)) for shards in (2, 5))
+    torch.testing.assert_close(grads_five, grads_two, rtol=0, atol=0)
 
 
 def test_batch_shards_with_triton_attention_is_refused():
@@ -217,3 +225,70 @@ def test_op_refuses_lengths_and_steps_out_of_range(lengths, steps, message):
     args[1], args[7] = torch.tensor(lengths), torch.tensor(steps)
     with pytest.raises(RuntimeError, match=message):
         torch.ops.nrnm_fast.layer_forward(*args)
+
+
+@pytest.fixture(params=[1, 3], ids=["1-thread", "3-threads"])
+def threads(request):
+    """torch's thread count: with 3 the op runs min(3, B) batch shards, and a graph whose shard count
+    depended on a symbolic B would have to guard on B >= 3."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(request.param)
+    yield request.param
+    torch.set_num_threads(before)
+
+
+def _export_model():
+    return random_model(3, 4, num_layers=2, block_size=3, stride=2, num_slots=2, num_heads=2, backend="cpu")
+
+
+def test_torch_export_with_symbolic_steps_and_batch_matches_eager(threads):
+    """An inference graph exported once, with T and B symbolic, runs other T and B as eager does."""
+    model = _export_model().eval()
+    sizes = {0: torch.export.Dim("T"), 1: torch.export.Dim("B")}
+    with torch.no_grad():
+        program = torch.export.export(model, (torch.randn(6, 2, 3, dtype=torch.float64),), dynamic_shapes=(sizes,))
+        for T, B in [(1, 1), (5, 3), (9, 4)]:  # T = 1 and 5: no update / not a multiple of the stride
+            x = torch.randn(T, B, 3, dtype=torch.float64)
+            torch.testing.assert_close(program.module()(x), model(x), rtol=0, atol=0)
+
+
+def test_torch_export_of_a_streamed_step_with_its_state(threads):
+    """A streaming step, (x, NRNMState) -> (output, NRNMState), exported with a symbolic batch."""
+
+    class Step(torch.nn.Module):
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, x, state):
+            return self.model(x, state)
+
+    model = _export_model().eval()
+    B = torch.export.Dim("B")
+    state_sizes = type(model.initial_state(1))(*([{1: B}] * 5), {0: B})  # steps (B,); the rest (L, B, ...)
+    with torch.no_grad():
+        program = torch.export.export(Step(model), (torch.randn(1, 2, 3, dtype=torch.float64), random_state(model, 2, [0, 1])),
+                                      dynamic_shapes=({1: B}, state_sizes))
+        for steps in ([5], [0, 2, 7]):
+            x, state = torch.randn(1, len(steps), 3, dtype=torch.float64), random_state(model, len(steps), steps)
+            torch.testing.assert_close(program.module()(x, state), model(x, state), rtol=0, atol=0)
+
+
+def test_torch_export_for_training_with_symbolic_steps_matches_eager_gradients(threads):
+    """Exported with gradients on, a symbolic T, down to T = 1 (one update at most), trains as eager does."""
+    model = _export_model()
+    x0 = torch.randn(6, 2, 3, dtype=torch.float64)
+    program = torch.export.export(model, (x0,), dynamic_shapes=({0: torch.export.Dim("T")},))
+    exported = program.module()
+    for T in (1, 2, 7):
+        x = torch.randn(T, 2, 3, dtype=torch.float64, requires_grad=True)
+        grad_out = torch.randn(T, 2, 4, dtype=torch.float64)
+        results = []
+        for module in (exported, model):
+            x.grad = None
+            module.zero_grad()
+            out, (h, c) = module(x)
+            ((out * grad_out).sum() + h.sum() + c.sum()).backward()
+            results.append([out.detach(), h.detach(), c.detach(), x.grad.clone()]
+                           + [p.grad.clone() for _, p in sorted(module.named_parameters())])
+        torch.testing.assert_close(results[0], results[1], rtol=0, atol=0)
