@@ -292,3 +292,16 @@ def test_torch_export_for_training_with_symbolic_steps_matches_eager_gradients(t
             results.append([out.detach(), h.detach(), c.detach(), x.grad.clone()]
                            + [p.grad.clone() for _, p in sorted(module.named_parameters())])
         torch.testing.assert_close(results[0], results[1], rtol=0, atol=0)
+
+
+def test_aot_inductor_package_runs_the_exported_op(tmp_path):
+    """The exported inference graph, compiled ahead of time into an AOTInductor package, runs as eager."""
+    model = _export_model().eval()
+    sizes = {0: torch.export.Dim("T"), 1: torch.export.Dim("B")}
+    with torch.no_grad(), torch._inductor.config.patch(fx_graph_cache=False):  # see _compile_fullgraph_matches_eager
+        program = torch.export.export(model, (torch.randn(6, 2, 3, dtype=torch.float64),), dynamic_shapes=(sizes,))
+        package = torch._inductor.aoti_compile_and_package(program, package_path=str(tmp_path / "nrnm.pt2"))
+        runner = torch._inductor.aoti_load_package(package)
+        for T, B in [(1, 1), (5, 3)]:
+            x = torch.randn(T, B, 3, dtype=torch.float64)
+            torch.testing.assert_close(runner(x), model(x), rtol=0, atol=0)
