@@ -64,8 +64,10 @@ def steps_tensor(name: str, value: object, batch: int, device: torch.device) -> 
         raise ValueError(f"{name} must have shape (B,) = ({batch},); got {tuple(value.shape)}")
     if value.device != device:
         raise ValueError(f"{name} must be on the input's device {device}; got {value.device}")
-    if _values_readable(value) and bool((value < 0).any()):
-        raise ValueError(f"{name} must be >= 0 (steps consumed so far); got min {int(value.min())}")
+    if _values_readable(value):
+        lowest = int(value.min())  # one reduction: a streamed step calls this every time
+        if lowest < 0:
+            raise ValueError(f"{name} must be >= 0 (steps consumed so far); got min {lowest}")
     return value
 
 

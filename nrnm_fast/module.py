@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 from typing import Optional, Union
 
 import torch
@@ -109,15 +110,13 @@ class NRNM(nn.Module):
 
     def layer_weights(self, l: int) -> LayerWeights:
         """The parameters of layer ``l`` (``bias_ih``/``bias_hh`` are None when bias=False)."""
+        names = [f"{name}_l{l}" for name in LayerWeights._fields]
         params = self._parameters
-
-        def get(name: str):
-            # Module.__getattr__ takes ~2 us a name (23 a layer, every call); it stays the fallback
-            # for what is not a registered parameter (a parametrization, an absent bias).
-            p = params.get(name)
-            return p if p is not None else getattr(self, name, None)
-
-        return LayerWeights(*(get(f"{name}_l{l}") for name in LayerWeights._fields))
+        try:
+            # Module.__getattr__ takes ~2 us a name (23 a layer, every call); one lookup of all 23, ~1 us.
+            return LayerWeights(*operator.itemgetter(*names)(params))
+        except KeyError:  # not all registered parameters: a parametrization, an absent bias
+            return LayerWeights(*(params[n] if n in params else getattr(self, n, None) for n in names))
 
     def flatten_parameters(self) -> None:
         """Does nothing: present so code written for ``nn.LSTM`` runs unchanged (NRNM has no flat weight buffer)."""
