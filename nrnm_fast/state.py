@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
+import torch.utils._pytree as pytree
 from torch import Tensor
 
 
@@ -60,3 +61,12 @@ class NRNMState(NamedTuple):
             *(torch.stack([getattr(s, f) for s in layers]) for f in ("h", "c", "memory", "window", "ewindow")),
             layers[-1].steps,
         )
+
+
+# torch.export.save and AOTInductor packages name the class of every pytree node of a graph's inputs
+# and outputs in their files, and a NamedTuple's only under a registered name: without it, a
+# program taking or returning the state (a streamed step) cannot be saved or packaged.
+pytree._register_namedtuple(NRNMState, serialized_type_name="nrnm_fast.NRNMState")
+# torch.load (weights_only=True, its default) then unpickles a saved state, or a saved program's
+# example inputs, only from allowed classes; NRNMState holds tensors and nothing else.
+torch.serialization.add_safe_globals([NRNMState])

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from helpers import random_model, random_state
-from nrnm_fast import available_backends
+from nrnm_fast import NRNMState, available_backends
 
 pytestmark = pytest.mark.skipif("cpu" not in available_backends(), reason="C++ extension not built")
 
@@ -277,26 +277,38 @@ def test_torch_export_with_symbolic_steps_and_batch_matches_eager(threads):
             torch.testing.assert_close(program.module()(x), model(x), rtol=0, atol=0)
 
 
-def test_torch_export_of_a_streamed_step_with_its_state(threads):
-    """A streaming step, (x, NRNMState) -> (output, NRNMState), exported with a symbolic batch."""
+class _Step(torch.nn.Module):
+    """(x, NRNMState) -> (output, NRNMState): a streamed step as a deployed model runs it."""
 
-    class Step(torch.nn.Module):
-        def __init__(self, model):
-            super().__init__()
-            self.model = model
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
 
-        def forward(self, x, state):
-            return self.model(x, state)
+    def forward(self, x, state):
+        return self.model(x, state)
 
-    model = _export_model().eval()
+
+def _export_step(model, steps_symbolic: bool):
+    """``_Step(model)`` exported without gradients, with a symbolic batch (and T, if ``steps_symbolic``)."""
     B = torch.export.Dim("B")
-    state_sizes = type(model.initial_state(1))(*([{1: B}] * 5), {0: B})  # steps (B,); the rest (L, B, ...)
+    x_sizes = {0: torch.export.Dim("T"), 1: B} if steps_symbolic else {1: B}
+    state_sizes = NRNMState(*([{1: B}] * 5), {0: B})  # steps (B,); the rest (L, B, ...)
+    example = (torch.randn(2, 2, 3, dtype=torch.float64), random_state(model, 2, [0, 1]))
     with torch.no_grad():
-        program = torch.export.export(Step(model), (torch.randn(1, 2, 3, dtype=torch.float64), random_state(model, 2, [0, 1])),
-                                      dynamic_shapes=({1: B}, state_sizes))
+        return torch.export.export(_Step(model), example, dynamic_shapes=(x_sizes, state_sizes))
+
+
+def test_torch_export_of_a_streamed_step_with_its_state_saves_and_loads(threads, tmp_path):
+    model = _export_model().eval()
+    program = _export_step(model, steps_symbolic=False)
+    torch.export.save(program, tmp_path / "step.pt2")  # the state's NamedTuple needs a registered name
+    loaded = torch.export.load(tmp_path / "step.pt2")
+    with torch.no_grad():
         for steps in ([5], [0, 2, 7]):
-            x, state = torch.randn(1, len(steps), 3, dtype=torch.float64), random_state(model, len(steps), steps)
-            torch.testing.assert_close(program.module()(x, state), model(x, state), rtol=0, atol=0)
+            x, state = torch.randn(2, len(steps), 3, dtype=torch.float64), random_state(model, len(steps), steps)
+            want = model(x, state)
+            torch.testing.assert_close(program.module()(x, state), want, rtol=0, atol=0)
+            torch.testing.assert_close(loaded.module()(x, state), want, rtol=0, atol=0)
 
 
 def test_torch_export_for_training_with_symbolic_steps_matches_eager_gradients(threads):
@@ -320,13 +332,12 @@ def test_torch_export_for_training_with_symbolic_steps_matches_eager_gradients(t
 
 
 def test_aot_inductor_package_runs_the_exported_op(tmp_path):
-    """The exported inference graph, compiled ahead of time into an AOTInductor package, runs as eager."""
+    """A streamed step exported with T and B symbolic, compiled ahead of time into an AOTInductor package."""
     model = _export_model().eval()
-    sizes = {0: torch.export.Dim("T"), 1: torch.export.Dim("B")}
+    program = _export_step(model, steps_symbolic=True)
     with torch.no_grad(), torch._inductor.config.patch(fx_graph_cache=False):  # see _compile_fullgraph_matches_eager
-        program = torch.export.export(model, (torch.randn(6, 2, 3, dtype=torch.float64),), dynamic_shapes=(sizes,))
         package = torch._inductor.aoti_compile_and_package(program, package_path=str(tmp_path / "nrnm.pt2"))
         runner = torch._inductor.aoti_load_package(package)
-        for T, B in [(1, 1), (5, 3)]:
-            x = torch.randn(T, B, 3, dtype=torch.float64)
-            torch.testing.assert_close(runner(x), model(x), rtol=0, atol=0)
+        for steps, T in [([3], 1), ([0, 2, 9], 5)]:
+            x, state = torch.randn(T, len(steps), 3, dtype=torch.float64), random_state(model, len(steps), steps)
+            torch.testing.assert_close(runner(x, state), model(x, state), rtol=0, atol=0)

@@ -117,6 +117,15 @@ def test_detach_cuts_the_graph():
     assert all(torch.equal(a, b) for a, b in zip(detached, state))
 
 
+def test_a_saved_state_loads_with_torch_load_defaults(tmp_path):
+    model = random_model(3, 4, num_heads=2)
+    _, state = model(torch.randn(5, 2, 3, dtype=torch.float64), model.initial_state(2))
+    torch.save(state.detach(), tmp_path / "state.pt")
+    loaded = torch.load(tmp_path / "state.pt")  # weights_only=True: allowed classes only
+    assert isinstance(loaded, NRNMState)
+    assert all(torch.equal(a, b) for a, b in zip(loaded, state))
+
+
 @pytest.mark.parametrize("reentrant", [False, True])
 @pytest.mark.parametrize("backend", ["reference", "cpu"])
 def test_activation_checkpointing_gives_the_same_gradients(backend, reentrant):
