@@ -156,10 +156,9 @@ def _compile_fullgraph_matches_eager():
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
 
 
-def test_torch_compile_dynamic_runs_other_steps_and_batches_without_recompiling():
+@pytest.mark.parametrize("threads", [3], indirect=True)  # a shard count taken from B would recompile for each B
+def test_torch_compile_dynamic_runs_other_steps_and_batches_without_recompiling(threads):
     torch._dynamo.reset()
-    before = torch.get_num_threads()
-    torch.set_num_threads(3)  # min(3, B) shards: a shard count taken from B would recompile for each B
     model = _export_model()
 
     def run(module, x, grad_out):
@@ -168,17 +167,14 @@ def test_torch_compile_dynamic_runs_other_steps_and_batches_without_recompiling(
         ((out * grad_out).sum() + h.sum() + c.sum()).backward()
         return [out.detach(), h.detach(), c.detach()] + [p.grad.clone() for p in model.parameters()]
 
-    try:
-        with torch._inductor.config.patch(fx_graph_cache=False), \
-                mock.patch.object(torch._functorch.config, "enable_autograd_cache", False):
-            compiled = torch.compile(model, fullgraph=True, dynamic=True)
-            for i, (T, B) in enumerate([(6, 2), (3, 4), (9, 5)]):  # sizes of 1 would specialize
-                x, grad_out = torch.randn(T, B, 3, dtype=torch.float64), torch.randn(T, B, 4, dtype=torch.float64)
-                with torch._dynamo.config.patch(error_on_recompile=i > 0):
-                    got = run(compiled, x, grad_out)
-                torch.testing.assert_close(got, run(model, x, grad_out), rtol=0, atol=0)
-    finally:
-        torch.set_num_threads(before)
+    with torch._inductor.config.patch(fx_graph_cache=False), \
+            mock.patch.object(torch._functorch.config, "enable_autograd_cache", False):
+        compiled = torch.compile(model, fullgraph=True, dynamic=True)
+        for i, (T, B) in enumerate([(6, 2), (3, 4), (9, 5)]):  # sizes of 1 would specialize
+            x, grad_out = torch.randn(T, B, 3, dtype=torch.float64), torch.randn(T, B, 4, dtype=torch.float64)
+            with torch._dynamo.config.patch(error_on_recompile=i > 0):
+                got = run(compiled, x, grad_out)
+            torch.testing.assert_close(got, run(model, x, grad_out), rtol=0, atol=0)
 
 
 def test_double_backward_is_refused_and_create_graph_keeps_first_derivatives():
