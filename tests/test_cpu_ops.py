@@ -273,6 +273,19 @@ def test_torch_export_with_symbolic_steps_and_batch_matches_eager(threads):
             torch.testing.assert_close(program.module()(x), model(x), rtol=0, atol=0)
 
 
+def test_torch_export_of_a_padded_batch_with_symbolic_sizes(threads):
+    model = _export_model().eval()
+    T, B = torch.export.Dim("T"), torch.export.Dim("B")
+    example = (torch.randn(6, 3, 3, dtype=torch.float64), None, torch.tensor([6, 2, 4]))
+    with torch.no_grad():
+        program = torch.export.export(model, example, dynamic_shapes=({0: T, 1: B}, None, {0: B}))
+        for lengths in ([9, 1, 5, 7], [4, 4]):  # T = max(lengths); ties, a length of 1
+            x, lengths = torch.randn(max(lengths), len(lengths), 3, dtype=torch.float64), torch.tensor(lengths)
+            torch.testing.assert_close(program.module()(x, None, lengths), model(x, None, lengths), rtol=0, atol=0)
+        with pytest.raises(RuntimeError, match=r"lengths must lie in 1\.\.4, got 2\.\.5"):  # the op checks them
+            program.module()(torch.randn(4, 2, 3, dtype=torch.float64), None, torch.tensor([5, 2]))
+
+
 class _Step(torch.nn.Module):
     """(x, NRNMState) -> (output, NRNMState): a streamed step as a deployed model runs it."""
 
