@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from nrnm_fast import NRNM, NRNMState
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int):
+    """torch's CPU thread count set to ``threads`` for the block, then restored."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def random_model(input_size: int, hidden_size: int, *, seed: int = 0, dtype=torch.float64, **kwargs) -> NRNM:

@@ -7,7 +7,7 @@ from unittest import mock
 import pytest
 import torch
 
-from helpers import random_model, random_state
+from helpers import random_model, random_state, torch_threads
 from nrnm_fast import NRNMState, available_backends
 
 pytestmark = pytest.mark.skipif("cpu" not in available_backends(), reason="C++ extension not built")
@@ -124,12 +124,8 @@ def test_batch_shards_with_triton_attention_is_refused():
 
 @pytest.mark.parametrize("threads", [1, 2])  # 2: the compiled graph runs the op in 2 batch shards
 def test_torch_compile_fullgraph_matches_eager(threads):
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         _compile_fullgraph_matches_eager()
-    finally:
-        torch.set_num_threads(before)
 
 
 def _compile_fullgraph_matches_eager():
@@ -252,10 +248,8 @@ def test_op_refuses_lengths_and_steps_out_of_range(lengths, steps, message):
 def threads(request):
     """torch's thread count: with 3 the op runs min(3, B) batch shards, and a graph whose shard count
     depended on a symbolic B would have to guard on B >= 3."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(request.param)
-    yield request.param
-    torch.set_num_threads(before)
+    with torch_threads(request.param):
+        yield request.param
 
 
 def _export_model():

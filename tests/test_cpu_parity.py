@@ -17,7 +17,7 @@ from unittest import mock
 import pytest
 import torch
 
-from helpers import random_model
+from helpers import random_model, torch_threads
 from nrnm_fast import NRNM, NRNMState, available_backends
 from parity import (CASES, assert_matches, large_random_config, random_config, reference_spread, run_case,
                     run_random_config)
@@ -114,13 +114,8 @@ def batch_shards(shards: int, threads: int):
     """The op split into `shards` batch shards (the op takes at most the batch) on `threads` torch threads."""
     from nrnm_fast import layer_ops
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    with mock.patch.object(layer_ops, "batch_shards", lambda x, triton: shards):
-        try:
-            yield
-        finally:
-            torch.set_num_threads(before)
+    with torch_threads(threads), mock.patch.object(layer_ops, "batch_shards", lambda x, triton: shards):
+        yield
 
 
 SHARDED_CASES = [name for name, case in CASES.items() if case[1] > 1]
@@ -178,14 +173,10 @@ def test_one_shard_per_thread():
     from nrnm_fast.layer_ops import batch_shards
 
     x = torch.empty(4, 3, 2)  # the op runs at most B = 3 (tests/test_cpu_ops.py), whatever it is given
-    before = torch.get_num_threads()
-    try:
-        for threads, expected in [(1, 1), (2, 2), (5, 5)]:
-            torch.set_num_threads(threads)
+    for threads, expected in [(1, 1), (2, 2), (5, 5)]:
+        with torch_threads(threads):
             assert batch_shards(x, triton_attention=False) == expected
-        assert batch_shards(x, triton_attention=True) == 1
-    finally:
-        torch.set_num_threads(before)
+    assert batch_shards(x, triton_attention=True) == 1
 
 
 @requires_cpu_ext
