@@ -78,7 +78,12 @@ struct UpdatePlan {
       n_valid.insert(n_valid.end(), a.n_valid.begin(), a.n_valid.end());
       updates.push_back(std::move(a));
     }
-    if (updates.empty()) return;  // streaming a step at a time, most calls: no index tensors to make
+    // Kernels that read the host vectors index nothing where whole batches update (every element at
+    // once, as without per-element steps or lengths): then no index tensors, ~15 us of ATen calls a
+    // call that weighs on a streamed step of one element.
+    const bool whole_batches =
+        std::all_of(whole_batch_row.begin(), whole_batch_row.end(), [](int64_t row) { return row >= 0; });
+    if (updates.empty() || (host_blocks && whole_batches)) return;
     const at::Device device = options.device();
     const at::Tensor elems_d = index_tensor(elems, device), n_valid_d = index_tensor(n_valid, device);
     const at::Tensor rows_d = index_tensor(rows, device), after_d = index_tensor(after, device);
@@ -308,7 +313,12 @@ LayerForward layer_forward(const at::Tensor& x, const at::Tensor& lengths, const
   const UpdatePlan plan(schedule, steps0, cfg, B, x.options(), kernels.host_blocks);
   size_t update = 0;
   at::Tensor h = init.h.clone(), c = init.c.clone();
-  at::Tensor output = place(given.output, {T, B, H}).zero_();
+  at::Tensor output = place(given.output, {T, B, H});
+  // The step kernels write the rows of active elements only; where every element runs all T steps
+  // they write every row, and zeroing first would be one more pass over the (T, B, H) output.
+  const int64_t* len = len_host.data_ptr<int64_t>();
+  const bool every_step_active = std::all_of(len, len + B, [T](int64_t l) { return l == T; });
+  if (!every_step_active) output.zero_();
   at::Tensor rec = at::empty({B, 4 * H}, x.options());
   const LoopWeight &w_hh_t = lw.w_hh_t, &w_mc_t = lw.w_mc_t;
   // The memory updates' intermediates and the chunks' memory terms: allocated once, reused.
@@ -372,11 +382,15 @@ LayerForward layer_forward(const at::Tensor& x, const at::Tensor& lengths, const
   if (for_backward)  // the rows no update took: defined
     kept_rows.narrow(0, kept_row, kept_rows.size(0) - kept_row).zero_();
 
-  const at::Tensor rows = final_window_rows(lengths, k).unsqueeze(-1).expand({k, B, H});
+  // Each element's final windows (B, k, H): rows lengths[b] .. lengths[b] + k - 1 of the time lines.
+  at::Tensor rows;
+  if (!every_step_active) rows = final_window_rows(lengths, k).unsqueeze(-1).expand({k, B, H});
+  const auto final_window = [&](const at::Tensor& line) {
+    return (every_step_active ? line.narrow(0, T, k) : line.gather(0, rows)).transpose(0, 1).contiguous();
+  };
   LayerForward result;
   result.output = output;
-  result.final = {h, c, mem, saved.h_line.gather(0, rows).transpose(0, 1).contiguous(),
-                  saved.e_line.gather(0, rows).transpose(0, 1).contiguous(), init.steps + lengths};
+  result.final = {h, c, mem, final_window(saved.h_line), final_window(saved.e_line), init.steps + lengths};
   result.saved = saved;
   if (!for_backward) {  // the scratch rows out as r and the others: empty, distinct (op outputs must not alias)
     for (at::Tensor* t : {&result.saved.cells, &result.saved.gates}) *t = at::empty({0}, x.options());
