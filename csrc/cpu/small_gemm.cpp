@@ -37,7 +37,8 @@ struct Panels {
 // registers while each row k of B is read once.
 template <typename T, int M, int NB, int NP, typename Layout>
 NRNM_ALWAYS_INLINE void column_block(int64_t K, const T* __restrict A, int64_t lda, const Layout& layout,
-                                            int64_t n0, const T* __restrict bias, T* __restrict C, int64_t ldc) {
+                                            int64_t n0, const T* __restrict bias, T* __restrict C, int64_t ldc,
+                                            const T* prefetch = nullptr) {
   const T* __restrict B = layout.at(n0);
   const int64_t ldb = layout.ldb(n0), panel_stride = layout.panel_stride();
   T acc[M][NP][NB];
@@ -47,6 +48,10 @@ NRNM_ALWAYS_INLINE void column_block(int64_t K, const T* __restrict A, int64_t l
       for (int j = 0; j < NB; ++j) acc[m][p][j] = bias ? bias[n0 + p * NB + j] : T(0);
     }
   for (int64_t k = 0; k < K; ++k) {
+    if (prefetch) {
+      constexpr int64_t kLine = 64 / sizeof(T);
+      for (int64_t j = 0; j < NB; j += kLine) __builtin_prefetch(prefetch + k * ldb + j, 0, 2);
+    }
     for (int p = 0; p < NP; ++p) {
       const T* b = B + p * panel_stride + k * ldb;
       for (int m = 0; m < M; ++m) {
@@ -101,6 +106,16 @@ NRNM_ALWAYS_INLINE void small_gemm_impl(int64_t M, int64_t K, int64_t N, const T
   for (int64_t m0 = 0; m0 < M; m0 += 4) rows_from(m0, M, K, N, A, lda, layout, 0, bias, C, ldc);
 }
 
+// A weight from this size on (W_hh^T from H = 256, the memory's weights at H = 512) leaves L2
+// between its uses, and its panels come from L3 each step. The blocks of rows read a panel
+// again and again before the next one, a pattern the hardware's prefetchers did not follow
+// past a panel's end (on the Xeon of docs/cpu.md), so the first block of each panel asks for
+// the next panel's rows into L2 as it reads its own. A T128-B64-H512 layer on 2 threads, with
+// and without alternating in one process (ratios to nn.LSTM's paired time, 6-10 rounds):
+// forward 0.92-0.94x the time in three runs, fwd+bwd 0.94 and 0.96x in two. Where the weight
+// stays in L2 (H = 128) the extra loads cost 1-5% (a 4 x 128 x 512 product, 2 threads).
+constexpr int64_t kPrefetchedWeightBytes = int64_t(1) << 20;
+
 // Panel by panel, every block of rows while the panel is in L1 or, where it is not (K of 256
 // floats and more), while L2 streams it; one or two rows go as one block over all columns
 // (row_block pairs their panels). 64-byte panels take blocks of 8 rows (24 of the 32 AVX-512
@@ -115,19 +130,23 @@ NRNM_ALWAYS_INLINE void packed_gemm_impl(int64_t M, int64_t K, int64_t N, const 
   constexpr int64_t W = Panels<T, Bytes>::W;
   constexpr int64_t kTallRows = Bytes == kWidePanel ? 8 : 4;
   int64_t n0 = 0;
+  const bool prefetch = K * N * static_cast<int64_t>(sizeof(T)) >= kPrefetchedWeightBytes;
   if (M > 2) {
     for (; n0 + W <= N; n0 += W) {
+      const T* next = prefetch && n0 + 2 * W <= N ? layout.at(n0 + W) : nullptr;
       int64_t m0 = 0;
       for (; m0 + kTallRows <= M; m0 += kTallRows)
-        column_block<T, kTallRows, W, 1>(K, A + m0 * lda, lda, layout, n0, bias, C + m0 * ldc, ldc);
+        column_block<T, kTallRows, W, 1>(K, A + m0 * lda, lda, layout, n0, bias, C + m0 * ldc, ldc,
+                                         m0 == 0 ? next : nullptr);
       for (; m0 < M; m0 += 4) {
         const T* a = A + m0 * lda;
         T* c = C + m0 * ldc;
+        const T* pf = m0 == 0 ? next : nullptr;
         switch (std::min<int64_t>(4, M - m0)) {
-          case 4: column_block<T, 4, W, 1>(K, a, lda, layout, n0, bias, c, ldc); break;
-          case 3: column_block<T, 3, W, 1>(K, a, lda, layout, n0, bias, c, ldc); break;
-          case 2: column_block<T, 2, W, 1>(K, a, lda, layout, n0, bias, c, ldc); break;
-          default: column_block<T, 1, W, 1>(K, a, lda, layout, n0, bias, c, ldc); break;
+          case 4: column_block<T, 4, W, 1>(K, a, lda, layout, n0, bias, c, ldc, pf); break;
+          case 3: column_block<T, 3, W, 1>(K, a, lda, layout, n0, bias, c, ldc, pf); break;
+          case 2: column_block<T, 2, W, 1>(K, a, lda, layout, n0, bias, c, ldc, pf); break;
+          default: column_block<T, 1, W, 1>(K, a, lda, layout, n0, bias, c, ldc, pf); break;
         }
       }
     }

@@ -20,7 +20,7 @@ bool check(at::ScalarType dtype, double tol, int layout, int64_t panel_bytes) {
   at::manual_seed(0);
   const at::TensorOptions opts = at::TensorOptions().dtype(dtype);
   for (int64_t M = 1; M <= 17; ++M)
-    for (int64_t K : {1, 7, 128})
+    for (int64_t K : {1, 7, 128, 2048})  // 2048 x 130 floats: a weight that packed_gemm prefetches
       for (int64_t N : {1, 7, 8, 9, 15, 16, 17, 23, 24, 25, 47, 48, 49, 50, 71, 72, 73, 95, 96, 97, 130})
         for (bool with_bias : {false, true}) {
           // A and C are column slices of wider matrices: row strides K + 3 and N + 5.
