@@ -113,7 +113,8 @@ NRNM_ALWAYS_INLINE void small_gemm_impl(int64_t M, int64_t K, int64_t N, const T
 // the next panel's rows into L2 as it reads its own. A T128-B64-H512 layer on 2 threads, with
 // and without alternating in one process (ratios to nn.LSTM's paired time, 6-10 rounds):
 // forward 0.92-0.94x the time in three runs, fwd+bwd 0.94 and 0.96x in two. Where the weight
-// stays in L2 (H = 128) the extra loads cost 1-5% (a 4 x 128 x 512 product, 2 threads).
+// stays in L2 (H = 128) the extra loads made the best of 10 rounds of a 4 x 128 x 512 product
+// 4-8% slower (docs/cpu.md, "Small GEMMs").
 constexpr int64_t kPrefetchedWeightBytes = int64_t(1) << 20;
 
 // Panel by panel, every block of rows while the panel is in L1 or, where it is not (K of 256
