@@ -79,8 +79,8 @@ struct UpdatePlan {
       updates.push_back(std::move(a));
     }
     // Kernels that read the host vectors index nothing where whole batches update (every element at
-    // once, as without per-element steps or lengths): then no index tensors, ~15 us of ATen calls a
-    // call that weighs on a streamed step of one element.
+    // once, as without per-element steps or lengths): then no index tensors, whose dozen ATen calls
+    // weigh on a streamed step of one element.
     const bool whole_batches =
         std::all_of(whole_batch_row.begin(), whole_batch_row.end(), [](int64_t row) { return row >= 0; });
     if (updates.empty() || (host_blocks && whole_batches)) return;
