@@ -101,17 +101,25 @@ NRNM_ALWAYS_INLINE void row_block(int64_t K, int64_t N, const T* A, int64_t lda,
   for (; n0 < N; ++n0) column_block<T, M, 1, 1>(K, A, lda, layout, n0, bias, C, ldc);
 }
 
-// Columns [n0, N) of rows [m0, min(m0 + 4, M)).
-template <typename T, typename Layout>
-NRNM_ALWAYS_INLINE void rows_from(int64_t m0, int64_t M, int64_t K, int64_t N, const T* A, int64_t lda,
-                                         const Layout& layout, int64_t n0, const T* bias, T* C, int64_t ldc) {
-  const T* a = A + m0 * lda;
-  T* c = C + m0 * ldc;
-  switch (std::min<int64_t>(4, M - m0)) {
-    case 4: row_block<T, 4>(K, N, a, lda, layout, n0, bias, c, ldc); break;
-    case 3: row_block<T, 3>(K, N, a, lda, layout, n0, bias, c, ldc); break;
-    case 2: row_block<T, 2>(K, N, a, lda, layout, n0, bias, c, ldc); break;
-    default: row_block<T, 1>(K, N, a, lda, layout, n0, bias, c, ldc); break;
+// Columns [n0, N) of `rows` rows as one block, 1 <= rows <= Rows.
+template <typename T, int Rows, typename Layout>
+NRNM_ALWAYS_INLINE void row_block_of(int64_t rows, int64_t K, int64_t N, const T* A, int64_t lda,
+                                     const Layout& layout, int64_t n0, const T* bias, T* C, int64_t ldc) {
+  if (rows == Rows) {
+    row_block<T, Rows>(K, N, A, lda, layout, n0, bias, C, ldc);
+  } else if constexpr (Rows > 1) {
+    row_block_of<T, Rows - 1>(rows, K, N, A, lda, layout, n0, bias, C, ldc);
+  }
+}
+
+// One panel's columns of `rows` rows as one block, 1 <= rows <= Rows.
+template <typename T, int Rows, typename Layout>
+NRNM_ALWAYS_INLINE void panel_block_of(int64_t rows, int64_t K, const T* A, int64_t lda, const Layout& layout,
+                                       int64_t n0, const T* bias, T* C, int64_t ldc, const T* prefetch) {
+  if (rows == Rows) {
+    column_block<T, Rows, Layout::W, 1>(K, A, lda, layout, n0, bias, C, ldc, prefetch);
+  } else if constexpr (Rows > 1) {
+    panel_block_of<T, Rows - 1>(rows, K, A, lda, layout, n0, bias, C, ldc, prefetch);
   }
 }
 
@@ -119,7 +127,8 @@ template <typename T>
 NRNM_ALWAYS_INLINE void small_gemm_impl(int64_t M, int64_t K, int64_t N, const T* A, int64_t lda,
                                                const T* B, int64_t ldb, const T* bias, T* C, int64_t ldc) {
   const RowMajor<T> layout{B, ldb};
-  for (int64_t m0 = 0; m0 < M; m0 += 4) rows_from(m0, M, K, N, A, lda, layout, 0, bias, C, ldc);
+  for (int64_t m0 = 0; m0 < M; m0 += 4)
+    row_block_of<T, 4>(std::min<int64_t>(4, M - m0), K, N, A + m0 * lda, lda, layout, 0, bias, C + m0 * ldc, ldc);
 }
 
 // A weight from this size on (W_hh^T from H = 256, the memory's weights at H = 512) leaves L2
@@ -139,7 +148,9 @@ constexpr int64_t kPrefetchedWeightBytes = int64_t(1) << 20;
 // registers): each panel row read from L2 feeds 24 FMAs instead of 12, and a panel streamed
 // from L3 is read once instead of twice per 8 rows (1.05-1.25x at 8-64 rows, K = 512-2048,
 // N = 512-2048 on the Xeon of docs/cpu.md; no change where the panel stays in L1). 32-byte
-// panels keep blocks of 4: AVX2 has 16 registers.
+// panels keep blocks of 4: AVX2 has 16 registers. The rows left over go as one block: 5-7 rows
+// as blocks of 4 and of 1-3 read each panel twice (one thread, the weight in L2 or L3: 5-7 x 128
+// x 512 1.27-1.6x, 6 x 256 x 1024 1.67x, 7 x 512 x 2048 1.63x, 13 and 15 rows 1.14x and 1.34x).
 template <typename T, int64_t Bytes>
 NRNM_ALWAYS_INLINE void packed_gemm_impl(int64_t M, int64_t K, int64_t N, const T* A, int64_t lda,
                                                 const T* P, const T* bias, T* C, int64_t ldc) {
@@ -155,17 +166,9 @@ NRNM_ALWAYS_INLINE void packed_gemm_impl(int64_t M, int64_t K, int64_t N, const 
       for (; m0 + kTallRows <= M; m0 += kTallRows)
         column_block<T, kTallRows, W, 1>(K, A + m0 * lda, lda, layout, n0, bias, C + m0 * ldc, ldc,
                                          m0 == 0 ? next : nullptr);
-      for (; m0 < M; m0 += 4) {
-        const T* a = A + m0 * lda;
-        T* c = C + m0 * ldc;
-        const T* pf = m0 == 0 ? next : nullptr;
-        switch (std::min<int64_t>(4, M - m0)) {
-          case 4: column_block<T, 4, W, 1>(K, a, lda, layout, n0, bias, c, ldc, pf); break;
-          case 3: column_block<T, 3, W, 1>(K, a, lda, layout, n0, bias, c, ldc, pf); break;
-          case 2: column_block<T, 2, W, 1>(K, a, lda, layout, n0, bias, c, ldc, pf); break;
-          default: column_block<T, 1, W, 1>(K, a, lda, layout, n0, bias, c, ldc, pf); break;
-        }
-      }
+      if (m0 < M)
+        panel_block_of<T, kTallRows - 1>(M - m0, K, A + m0 * lda, lda, layout, n0, bias, C + m0 * ldc, ldc,
+                                         m0 == 0 ? next : nullptr);
     }
   }
   // The last, narrower panel, in blocks of as many rows: at H = 128 it holds 32 of W_hh^T's 512
@@ -176,8 +179,8 @@ NRNM_ALWAYS_INLINE void packed_gemm_impl(int64_t M, int64_t K, int64_t N, const 
   if (n0 < N && M > 2)
     for (; m0 + kTallRows <= M; m0 += kTallRows)
       row_block<T, kTallRows>(K, N, A + m0 * lda, lda, layout, n0, bias, C + m0 * ldc, ldc);
-  if (n0 < N)
-    for (; m0 < M; m0 += 4) rows_from(m0, M, K, N, A, lda, layout, n0, bias, C, ldc);
+  if (n0 < N && m0 < M)
+    row_block_of<T, kTallRows - 1>(M - m0, K, N, A + m0 * lda, lda, layout, n0, bias, C + m0 * ldc, ldc);
 }
 
 // C[m][n0 + j] for MB rows of A and NB rows of W: MB x NB dot products, each in the lanes of
