@@ -35,12 +35,14 @@ struct Panels {
 
 // A block of this many rows or fewer reads B's rows from L2 faster than the hardware's
 // prefetchers bring them to L1 (each row of a panel feeds only M FMAs a lane), so it asks for
-// the row kRowsAhead further on as it reads one (past a panel's last row that is the next
-// panel's, or past the array: a prefetch does not fault). One thread, the weight in L2, on the
-// Xeon of docs/cpu.md: 4 x 128 x 512 105 -> 130 GFLOP/s, 4 x 256 x 1024 96 -> 117, 5 x 128 x 512
-// 75 -> 100, 1 row 33 -> 42, 2 rows 45 -> 50. Blocks of 8 rows gained 0-8% alone but nothing
-// measurable in the layer. With AVX2's 96-byte panels (blocks of 4 rows) it lost 5-10% at 4 and
-// 8 rows, so they, and the row-major products, do without.
+// the row kRowsAhead further on as it reads one: past a panel's last row that is the next
+// panel's first rows (stopping at the last row lost most of the gain: 4 x 128 x 512 at 104
+// GFLOP/s instead of 129), past the array's end whatever lies there (a prefetch does not
+// fault). One thread, the weight in L2, on the Xeon of docs/cpu.md: 4 x 128 x 512 105 -> 130
+// GFLOP/s, 4 x 256 x 1024 96 -> 117, 5 x 128 x 512 75 -> 100, 1 row 33 -> 42, 2 rows 45 -> 50.
+// Blocks of 8 rows gained 0-8% alone but nothing measurable in the layer. With AVX2's 96-byte
+// panels (blocks of 4 rows) it lost 5-10% at 4 and 8 rows, so they, and the row-major
+// products, do without.
 constexpr int kFewRows = 4;
 constexpr int64_t kRowsAhead = 8;
 
