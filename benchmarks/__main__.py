@@ -3,7 +3,8 @@
     python -m benchmarks [--shapes NAME,...] [--threads N] [--json PATH]
 
 Prints the speed table (medians, ratios to nn.LSTM and to the reference), the
-streaming table (a step at a time) and the numerics table (each backend against
+streaming table (a step at a time), where the CPU path's time goes (its phases under
+torch.profiler, benchmarks/phases.py) and the numerics table (each backend against
 the float64 reference).
 """
 
@@ -19,7 +20,9 @@ import pytest
 
 from benchmarks.flops import multiply_adds
 from benchmarks.paired import PAIRS
-from benchmarks.shapes import LSTM, SHAPES
+from benchmarks.phases import phases_table
+from benchmarks.shapes import LSTM, SHAPES, bench_threads, selected_shapes
+from nrnm_fast import available_backends
 
 
 def speed_table(report: dict, device: str = "cpu") -> str:
@@ -114,6 +117,8 @@ def main(argv=None) -> int:
     table = streaming_table(report)
     if table:
         print(table + "\n")
+    if "cpu" in available_backends("cpu"):
+        print(phases_table(selected_shapes(), bench_threads()) + "\n")
 
     from benchmarks.numerics import format_table, numerics_rows
 

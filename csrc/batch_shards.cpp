@@ -2,6 +2,7 @@
 
 #include <ATen/Parallel.h>
 #include <ATen/ThreadLocalState.h>
+#include <ATen/record_function.h>
 
 #include <algorithm>
 #include <vector>
@@ -174,6 +175,7 @@ LayerGrads sharded_layer_backward(const at::Tensor& grad_output, const LayerStat
   if (input_grad) grads.x = at::cat(per_shard[0], 1);
   grads.initial = {at::cat(per_shard[1]), at::cat(per_shard[2]), at::cat(per_shard[3]),
                    at::cat(per_shard[4]), at::cat(per_shard[5]), at::Tensor()};
+  RECORD_USER_SCOPE("nrnm::sum_shard_gradients");
   std::vector<at::Tensor> weight_grads = results[0].w.list();
   for (size_t i = 1; i < results.size(); ++i) {
     const std::vector<at::Tensor> more = results[i].w.list();

@@ -7,6 +7,8 @@
 
 #include "layer.h"
 
+#include <ATen/record_function.h>
+
 #include <algorithm>
 #include <optional>
 #include <utility>
@@ -132,6 +134,7 @@ class InputSlabs {
   // (t1 - t0 + 1, B, G): the rows of steps t0..t1, in the buffer from step t0 on unless there already.
   at::Tensor rows(int64_t t0, int64_t t1) {
     if (t0 < begin_ || t1 >= end_) {
+      RECORD_USER_SCOPE("nrnm::input_product");
       const int64_t T = e_rows_.size(0), H = e_rows_.size(2), G = buffer_.size(2);
       begin_ = t0;
       end_ = std::min(T, t0 + buffer_.size(0));
@@ -202,6 +205,7 @@ class GradSlabs {
   void flush() {
     const int64_t n = end_ - begin_;
     if (n == 0) return;
+    RECORD_USER_SCOPE("nrnm::input_product_backward");
     const int64_t B = buffer_.size(1), G = buffer_.size(2), H = h_line_.size(2), NH = w_.w_xr.size(0);
     const int64_t D = x_.size(2);
     const at::Tensor slab = buffer_.narrow(0, begin_ - base_, n);
@@ -331,17 +335,21 @@ LayerForward layer_forward(const at::Tensor& x, const at::Tensor& lengths, const
     // (r * m) @ W_mc^T for the whole chunk: r depends on x and m only.
     const at::Tensor r = for_backward ? saved.r.narrow(0, t0, j) : at::Tensor();
     if (kernels.memory_term_forward) {
+      RECORD_USER_SCOPE("nrnm::memory_term");
       kernels.memory_term_forward(rx, mr, mem.view({B, NH}), w_mc_t, mc, r);
     } else {
+      RECORD_USER_SCOPE("nrnm::memory_term");
       const at::Tensor rm = rx.add(mr).sigmoid_();
       if (r.defined()) r.copy_(rm);
       rm.mul_(mem.view({1, B, NH}));
       mc = at::mm(rm.view({j * B, NH}), w.w_mc.t()).view({j, B, H});
     }
     if (kernels.chunk_forward) {
+      RECORD_USER_SCOPE("nrnm::steps");
       kernels.chunk_forward({t0, chunk.t1, k, for_backward, lengths, xw, w_hh_t, b_gates, mc, h, c, rec,
                              saved.gates, saved.cells, output, saved.h_line});
     } else {
+      RECORD_USER_SCOPE("nrnm::steps");
       for (int64_t t = t0; t <= chunk.t1; ++t) {
         kernels.loop_matmul(h, w_hh_t, b_gates, rec);
         const int64_t row = for_backward ? t : 0;
@@ -355,6 +363,7 @@ LayerForward layer_forward(const at::Tensor& x, const at::Tensor& lengths, const
     }
     if (chunk.event.empty()) continue;
 
+    RECORD_USER_SCOPE("nrnm::memory_update");
     const BlockAttention& a = plan.updates[update];
     const int64_t whole_row = plan.whole_batch_row[update];
     const int64_t u = static_cast<int64_t>(a.elems.size());
@@ -472,6 +481,7 @@ LayerGrads layer_backward(const at::Tensor& grad_output, const LayerState& grad_
     const Chunk& chunk = *it;
     const int64_t t0 = chunk.t0, t1 = chunk.t1, j = t1 - t0 + 1;
     if (!chunk.event.empty()) {
+      RECORD_USER_SCOPE("nrnm::memory_update_backward");
       const BlockAttention& a = plan.updates[--update];
       const int64_t whole_row = plan.whole_batch_row[update];
       const int64_t u = static_cast<int64_t>(a.elems.size());
@@ -509,9 +519,11 @@ LayerGrads layer_backward(const at::Tensor& grad_output, const LayerState& grad_
     out_tensor(d_mc, {j, B, H}, x.options());
     const at::Tensor d_xw = d_inputs.rows(t0, t1);  // (j, B, G)
     if (kernels.chunk_backward) {
+      RECORD_USER_SCOPE("nrnm::steps_backward");
       kernels.chunk_backward({t0, t1, k, lengths, saved.gates, saved.cells, init.c, d_out, d_h_line, w_hh, dh, dc,
                               dh_rec, d_xw, d_mc});
     } else {
+      RECORD_USER_SCOPE("nrnm::steps_backward");
       for (int64_t t = t1; t >= t0; --t) {
         kernels.step_backward({t, lengths, saved.gates[t], t > 0 ? saved.cells[t - 1] : init.c, saved.cells[t],
                                d_out[t], d_h_line[k + t], dh, dc, d_xw[t - t0], d_mc[t - t0]});
@@ -531,9 +543,11 @@ LayerGrads layer_backward(const at::Tensor& grad_output, const LayerState& grad_
     at::Tensor d_rx_chunk = d_xw.narrow(2, 4 * H, NH);
     const at::Tensor d_mc_rows = d_mc.view({j * B, H}), r = saved.r.narrow(0, t0, j);
     if (kernels.memory_term_backward) {
+      RECORD_USER_SCOPE("nrnm::memory_term_backward");
       kernels.memory_term_backward(d_mc, r, mem.view({B, NH}), w_mc, d_rx_chunk, d_mem.view({B, NH}), d_mr, rm);
       w_mc_grad.add(d_mc_rows, rm);
     } else {
+      RECORD_USER_SCOPE("nrnm::memory_term_backward");
       const at::Tensor m = mem.view({1, B, NH});
       w_mc_grad.add(d_mc_rows, (r * m).view({j * B, NH}));
       const at::Tensor d_rm = at::mm(d_mc_rows, w.w_mc).view({j, B, NH});

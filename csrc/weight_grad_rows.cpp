@@ -1,6 +1,7 @@
 #include "weight_grad_rows.h"
 
 #include <ATen/Dispatch.h>
+#include <ATen/record_function.h>
 
 #include <algorithm>
 
@@ -57,6 +58,7 @@ void WeightGradRows::flush() {
 }
 
 void WeightGradRows::accumulate(const at::Tensor& d, const at::Tensor& x) {
+  RECORD_USER_SCOPE("nrnm::weight_gradients");
   if (bias_.defined()) bias_.add_(d.sum(0));
   const int64_t a = d.size(1) / heads_, b = x.size(1) / heads_;
   for (int64_t h = 0; h < heads_; ++h)

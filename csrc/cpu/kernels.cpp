@@ -2,6 +2,7 @@
 
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
+#include <ATen/record_function.h>
 
 #include <algorithm>
 
@@ -180,6 +181,7 @@ void heads_matmul(const at::Tensor& a, const std::vector<LoopWeight>& b, const s
 LoopWeight loop_weight(const at::Tensor& w, int64_t max_rows, int64_t uses) {
   const at::Tensor b = w.t();
   if (!packed_gemm_pays(max_rows, uses)) return b;
+  RECORD_USER_SCOPE("nrnm::pack_weights");
   const int64_t K = b.size(0), N = b.size(1);
   at::Tensor packed = at::empty({K * N}, w.options());
   AT_DISPATCH_FLOATING_TYPES(w.scalar_type(), "nrnm_loop_weight", [&] {
