@@ -3,7 +3,8 @@
 // of each chunk between memory updates in one GEMM; per step one recurrent GEMM and one fused
 // element-wise loop; memory updates with N query rows (the key and value projections folded
 // out of the block, or keys and values computed once per step); weight gradients as GEMMs
-// over all steps after the backward loop.
+// over all steps after the backward loop. Its phases are named profiler scopes ("nrnm::steps",
+// ...: free unless a profiler listens), which benchmarks/phases.py sums under torch.profiler.
 
 #include "layer.h"
 
