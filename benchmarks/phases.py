@@ -4,12 +4,13 @@
 
 The C++ layer marks its phases with named scopes (``RECORD_USER_SCOPE("nrnm::<phase>")`` in
 csrc/layer.cpp, csrc/weight_grad_rows.cpp, csrc/batch_shards.cpp and the CPU's loop_weight),
-which cost nothing unless a profiler listens. This module profiles one inference forward and
-one training step's backward of the ``"cpu"`` backend per shape and prints, for each op call,
-the share of its thread time (the op's wall time times the shards that ran it, one a thread)
-that each phase took, excluding the phases nested in it. What no phase covers ("outside") is
-the op's set-up and the shards waiting for each other. The profiler's own cost per ATen call
-(about a microsecond) falls mostly on the memory updates, which make the most calls.
+which cost next to nothing unless a profiler listens (a check of the thread's callbacks). This
+module profiles one inference forward and one training step's backward of the ``"cpu"`` backend
+per shape and prints, for each op call, the share of its thread time (the op's wall time times
+the shards that ran it, one a thread) that each phase took, excluding the phases nested in it.
+What no phase covers ("outside") is the op's set-up and the shards waiting for each other. The
+profiler's own cost per ATen call (about a microsecond) falls mostly on the memory updates,
+which make the most calls.
 """
 
 from __future__ import annotations
