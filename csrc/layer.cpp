@@ -335,27 +335,29 @@ LayerForward layer_forward(const at::Tensor& x, const at::Tensor& lengths, const
     const at::Tensor xw = inputs.rows(t0, chunk.t1), rx = xw.narrow(2, 4 * H, NH);
     // (r * m) @ W_mc^T for the whole chunk: r depends on x and m only.
     const at::Tensor r = for_backward ? saved.r.narrow(0, t0, j) : at::Tensor();
-    if (kernels.memory_term_forward) {
+    {
       RECORD_USER_SCOPE("nrnm::memory_term");
-      kernels.memory_term_forward(rx, mr, mem.view({B, NH}), w_mc_t, mc, r);
-    } else {
-      RECORD_USER_SCOPE("nrnm::memory_term");
-      const at::Tensor rm = rx.add(mr).sigmoid_();
-      if (r.defined()) r.copy_(rm);
-      rm.mul_(mem.view({1, B, NH}));
-      mc = at::mm(rm.view({j * B, NH}), w.w_mc.t()).view({j, B, H});
+      if (kernels.memory_term_forward) {
+        kernels.memory_term_forward(rx, mr, mem.view({B, NH}), w_mc_t, mc, r);
+      } else {
+        const at::Tensor rm = rx.add(mr).sigmoid_();
+        if (r.defined()) r.copy_(rm);
+        rm.mul_(mem.view({1, B, NH}));
+        mc = at::mm(rm.view({j * B, NH}), w.w_mc.t()).view({j, B, H});
+      }
     }
-    if (kernels.chunk_forward) {
+    {
       RECORD_USER_SCOPE("nrnm::steps");
-      kernels.chunk_forward({t0, chunk.t1, k, for_backward, lengths, xw, w_hh_t, b_gates, mc, h, c, rec,
-                             saved.gates, saved.cells, output, saved.h_line});
-    } else {
-      RECORD_USER_SCOPE("nrnm::steps");
-      for (int64_t t = t0; t <= chunk.t1; ++t) {
-        kernels.loop_matmul(h, w_hh_t, b_gates, rec);
-        const int64_t row = for_backward ? t : 0;
-        kernels.step_forward({t, lengths, xw[t - t0], rec, mc[t - t0], h, c, saved.gates[row], saved.cells[row],
-                              output[t], saved.h_line[k + t]});
+      if (kernels.chunk_forward) {
+        kernels.chunk_forward({t0, chunk.t1, k, for_backward, lengths, xw, w_hh_t, b_gates, mc, h, c, rec,
+                               saved.gates, saved.cells, output, saved.h_line});
+      } else {
+        for (int64_t t = t0; t <= chunk.t1; ++t) {
+          kernels.loop_matmul(h, w_hh_t, b_gates, rec);
+          const int64_t row = for_backward ? t : 0;
+          kernels.step_forward({t, lengths, xw[t - t0], rec, mc[t - t0], h, c, saved.gates[row], saved.cells[row],
+                                output[t], saved.h_line[k + t]});
+        }
       }
     }
     if (kernels.keys_values()) {
@@ -519,23 +521,24 @@ LayerGrads layer_backward(const at::Tensor& grad_output, const LayerState& grad_
 
     out_tensor(d_mc, {j, B, H}, x.options());
     const at::Tensor d_xw = d_inputs.rows(t0, t1);  // (j, B, G)
-    if (kernels.chunk_backward) {
+    {
       RECORD_USER_SCOPE("nrnm::steps_backward");
-      kernels.chunk_backward({t0, t1, k, lengths, saved.gates, saved.cells, init.c, d_out, d_h_line, w_hh, dh, dc,
-                              dh_rec, d_xw, d_mc});
-    } else {
-      RECORD_USER_SCOPE("nrnm::steps_backward");
-      for (int64_t t = t1; t >= t0; --t) {
-        kernels.step_backward({t, lengths, saved.gates[t], t > 0 ? saved.cells[t - 1] : init.c, saved.cells[t],
-                               d_out[t], d_h_line[k + t], dh, dc, d_xw[t - t0], d_mc[t - t0]});
-        kernels.loop_matmul(d_xw[t - t0].narrow(1, 0, 4 * H), w_hh, at::Tensor(), dh_rec);
-        // Inactive elements pass dh on: one masked copy (one kernel on a GPU) unless all are active.
-        bool all_active = true;
-        for (int64_t b = 0; b < B; ++b) all_active = all_active && t < len[b];
-        if (all_active) {
-          std::swap(dh, dh_rec);
-        } else {
-          dh.copy_(at::where(active[t].unsqueeze(1), dh_rec, dh));
+      if (kernels.chunk_backward) {
+        kernels.chunk_backward({t0, t1, k, lengths, saved.gates, saved.cells, init.c, d_out, d_h_line, w_hh, dh, dc,
+                                dh_rec, d_xw, d_mc});
+      } else {
+        for (int64_t t = t1; t >= t0; --t) {
+          kernels.step_backward({t, lengths, saved.gates[t], t > 0 ? saved.cells[t - 1] : init.c, saved.cells[t],
+                                 d_out[t], d_h_line[k + t], dh, dc, d_xw[t - t0], d_mc[t - t0]});
+          kernels.loop_matmul(d_xw[t - t0].narrow(1, 0, 4 * H), w_hh, at::Tensor(), dh_rec);
+          // Inactive elements pass dh on: one masked copy (one kernel on a GPU) unless all are active.
+          bool all_active = true;
+          for (int64_t b = 0; b < B; ++b) all_active = all_active && t < len[b];
+          if (all_active) {
+            std::swap(dh, dh_rec);
+          } else {
+            dh.copy_(at::where(active[t].unsqueeze(1), dh_rec, dh));
+          }
         }
       }
     }
@@ -543,18 +546,19 @@ LayerGrads layer_backward(const at::Tensor& grad_output, const LayerState& grad_
     // The chunk's memory term (r * m) @ W_mc^T with r = sigma(x W_xr^T + b_r + m W_mr^T).
     at::Tensor d_rx_chunk = d_xw.narrow(2, 4 * H, NH);
     const at::Tensor d_mc_rows = d_mc.view({j * B, H}), r = saved.r.narrow(0, t0, j);
-    if (kernels.memory_term_backward) {
+    {
       RECORD_USER_SCOPE("nrnm::memory_term_backward");
-      kernels.memory_term_backward(d_mc, r, mem.view({B, NH}), w_mc, d_rx_chunk, d_mem.view({B, NH}), d_mr, rm);
-      w_mc_grad.add(d_mc_rows, rm);
-    } else {
-      RECORD_USER_SCOPE("nrnm::memory_term_backward");
-      const at::Tensor m = mem.view({1, B, NH});
-      w_mc_grad.add(d_mc_rows, (r * m).view({j * B, NH}));
-      const at::Tensor d_rm = at::mm(d_mc_rows, w.w_mc).view({j, B, NH});
-      at::mul_out(d_rx_chunk, d_rm * m, r * (1 - r));
-      d_mem.add_((d_rm * r).sum(0).view({B, N, H}));
-      d_mr.add_(d_rx_chunk.sum(0));
+      if (kernels.memory_term_backward) {
+        kernels.memory_term_backward(d_mc, r, mem.view({B, NH}), w_mc, d_rx_chunk, d_mem.view({B, NH}), d_mr, rm);
+        w_mc_grad.add(d_mc_rows, rm);
+      } else {
+        const at::Tensor m = mem.view({1, B, NH});
+        w_mc_grad.add(d_mc_rows, (r * m).view({j * B, NH}));
+        const at::Tensor d_rm = at::mm(d_mc_rows, w.w_mc).view({j, B, NH});
+        at::mul_out(d_rx_chunk, d_rm * m, r * (1 - r));
+        d_mem.add_((d_rm * r).sum(0).view({B, N, H}));
+        d_mr.add_(d_rx_chunk.sum(0));
+      }
     }
   }
 
