@@ -154,7 +154,8 @@ LayerGrads sharded_layer_backward(const at::Tensor& grad_output, const LayerStat
 
   const auto saved_parts = saved_blocks(saved, parts);
   const int64_t T = x.size(0);
-  const BackwardLoopWeights loop(w, cfg, kernels, parts[0].size, T, call_schedule(init.steps, lengths, T, cfg.stride));
+  const BackwardLoopWeights loop(w, cfg, kernels, parts[0].size, T, call_schedule(init.steps, lengths, T, cfg.stride),
+                                 input_grad);
   std::vector<LayerGrads> results(parts.size());
   run_shards(parts.size(), [&](size_t i) {
     const Shard& s = parts[i];

@@ -125,11 +125,12 @@ at::Tensor final_window_rows(const at::Tensor& lengths, int64_t k) {
 // gate's in m @ W_mr^T.
 class InputSlabs {
  public:
-  // x (T, B, D), a view (a shard's) or contiguous; e_rows (T, B, H) the time line's rows of steps 0..T-1.
-  InputSlabs(const at::Tensor& x, const LayerWeights& w, const LayerKernels& kernels, const at::Tensor& e_rows,
-             int64_t slab_steps)
-      : x_(x), w_t_{w.w_ih.t(), w.w_xr.t(), w.w_emb.t()}, b_emb_(w.b_emb), e_rows_(e_rows), kernels_(kernels),
-        buffer_(at::empty({slab_steps, x.size(1), w.w_ih.size(0) + w.w_xr.size(0) + w.w_emb.size(0)},
+  // x (T, B, D), a view (a shard's) or contiguous; e_rows (T, B, H) the time line's rows of steps 0..T-1;
+  // w_t: W_ih^T, W_xr^T, W_x^T as ForwardLoopWeights::input_t.
+  InputSlabs(const at::Tensor& x, const LoopWeight (&w_t)[3], const at::Tensor& b_emb, const LayerKernels& kernels,
+             const at::Tensor& e_rows, int64_t slab_steps)
+      : x_(x), w_t_(w_t), b_emb_(b_emb), e_rows_(e_rows), kernels_(kernels),
+        buffer_(at::empty({slab_steps, x.size(1), w_t[0].b.size(1) + w_t[1].b.size(1) + w_t[2].b.size(1)},
                           x.options())) {}
 
   // (t1 - t0 + 1, B, G): the rows of steps t0..t1, in the buffer from step t0 on unless there already.
@@ -143,8 +144,8 @@ class InputSlabs {
       const at::Tensor slab = buffer_.narrow(0, 0, end_ - begin_);
       const at::Tensor slab_rows = slab.view({-1, G});
       const at::Tensor x_rows = x_.narrow(0, begin_, end_ - begin_).reshape({-1, x_.size(2)});
-      for (int64_t i = 0, col = 0; i < 3; col += w_t_[i].size(1), ++i) {
-        at::Tensor columns = slab_rows.narrow(1, col, w_t_[i].size(1));
+      for (int64_t i = 0, col = 0; i < 3; col += w_t_[i].b.size(1), ++i) {
+        at::Tensor columns = slab_rows.narrow(1, col, w_t_[i].b.size(1));
         kernels_.loop_matmul(x_rows, w_t_[i], at::Tensor(), columns);
       }
       at::Tensor e = e_rows_.narrow(0, begin_, end_ - begin_);
@@ -155,21 +156,12 @@ class InputSlabs {
 
  private:
   at::Tensor x_;
-  at::Tensor w_t_[3];  // W_ih^T, W_xr^T, W_x^T
+  const LoopWeight (&w_t_)[3];
   at::Tensor b_emb_, e_rows_;
   const LayerKernels& kernels_;
   at::Tensor buffer_;
   int64_t begin_ = 0, end_ = 0;  // the buffer holds steps begin_ .. end_ - 1
 };
-
-// Steps per slab of the input product or its gradient: every step where the kernels ask for it;
-// at least the longest chunk.
-int64_t slab_steps(const LayerKernels& kernels, const Schedule& schedule, int64_t T, int64_t B) {
-  if (kernels.input_slab_rows <= 0) return T;
-  int64_t steps = (kernels.input_slab_rows + B - 1) / B;
-  for (const Chunk& c : schedule.chunks) steps = std::max(steps, c.t1 - c.t0 + 1);
-  return std::min(steps, T);
-}
 
 // The gradient of InputSlabs' products, walking back a slab of steps at a time: the loop
 // writes each chunk's rows (gates | memory gate) into one buffer that the call reuses, and
@@ -179,12 +171,15 @@ int64_t slab_steps(const LayerKernels& kernels, const Schedule& schedule, int64_
 // is final once every memory update at step t or later (all that read it) is done.
 //
 // Shapes as layer_backward's; `grads` gets w_ih, w_xr, w_emb, b_gates, b_r, b_emb and w_hh
-// (zeros to add to) and x's gradient (T, B, D) where input_grad.
+// (zeros to add to) and x's gradient (T, B, D) where input_grad, through `input`
+// (BackwardLoopWeights::input).
 class GradSlabs {
  public:
   GradSlabs(const at::Tensor& x, const at::Tensor& h0, const at::Tensor& h_line, const at::Tensor& d_e_line,
-            const LayerWeights& w, int64_t k, int64_t slab_steps, bool input_grad, LayerGrads& grads)
-      : x_(x), h0_(h0), h_line_(h_line), d_e_line_(d_e_line), w_(w), k_(k), grads_(grads),
+            const LayerWeights& w, const LoopWeight& input, const LayerKernels& kernels, int64_t k,
+            int64_t slab_steps, bool input_grad, LayerGrads& grads)
+      : x_(x), h0_(h0), h_line_(h_line), d_e_line_(d_e_line), w_(w), input_(input), kernels_(kernels), k_(k),
+        grads_(grads),
         buffer_(at::empty({slab_steps, x.size(1), w.w_ih.size(0) + w.w_xr.size(0) + w.w_emb.size(0)},
                           x.options())),
         base_(x.size(0)), begin_(x.size(0)), end_(x.size(0)) {
@@ -216,27 +211,27 @@ class GradSlabs {
                                    d_rows.narrow(1, 4 * H + NH, H)};
     at::Tensor* weight_grads[3] = {&grads_.w.w_ih, &grads_.w.w_xr, &grads_.w.w_emb};
     at::Tensor* bias_grads[3] = {&grads_.w.b_gates, &grads_.w.b_r, &grads_.w.b_emb};
-    if (grads_.x.defined()) {
-      at::Tensor dx = grads_.x.narrow(0, begin_, n).view({n * B, D});
-      at::mm_out(dx, d_terms[0], w_.w_ih);
-      dx.addmm_(d_terms[1], w_.w_xr).addmm_(d_terms[2], w_.w_emb);
-    }
+    if (grads_.x.defined())
+      kernels_.loop_matmul(d_rows, input_, at::Tensor(), grads_.x.narrow(0, begin_, n).view({n * B, D}));
+    const WeightGradMatmul matmul = kernels_.weight_grad_matmul;
     for (int i = 0; i < 3; ++i) {
-      weight_grads[i]->addmm_(d_terms[i].t(), x_rows);
+      add_weight_grad(matmul, *weight_grads[i], d_terms[i], x_rows);
       bias_grads[i]->add_(d_terms[i].sum(0));
     }
     // dW_hh = sum_t da_t^T h_{t-1}: step 0 reads h0, step t > 0 the time line's row of step t - 1.
     const int64_t from = std::max<int64_t>(begin_, 1);
-    if (begin_ == 0) grads_.w.w_hh.addmm_(d_terms[0].narrow(0, 0, B).t(), h0_);
+    if (begin_ == 0) add_weight_grad(matmul, grads_.w.w_hh, d_terms[0].narrow(0, 0, B), h0_);
     if (end_ > from)
-      grads_.w.w_hh.addmm_(d_terms[0].narrow(0, (from - begin_) * B, (end_ - from) * B).t(),
-                           h_line_.narrow(0, k_ + from - 1, end_ - from).view({-1, H}));
+      add_weight_grad(matmul, grads_.w.w_hh, d_terms[0].narrow(0, (from - begin_) * B, (end_ - from) * B),
+                      h_line_.narrow(0, k_ + from - 1, end_ - from).view({-1, H}));
     end_ = begin_;
   }
 
  private:
   at::Tensor x_, h0_, h_line_, d_e_line_;
   const LayerWeights& w_;
+  const LoopWeight& input_;
+  const LayerKernels& kernels_;
   int64_t k_;
   LayerGrads& grads_;
   at::Tensor buffer_;
@@ -277,9 +272,10 @@ LayerForward layer_forward(const at::Tensor& x, const at::Tensor& lengths, const
   LayerSaved saved;
   saved.e_line = place(given.saved.e_line, {k + T, B, H});
   saved.e_line.narrow(0, 0, k).copy_(init.ewindow.transpose(0, 1));
-  // Kernels that read the whole embedding line before the loop (keys and values of every row) take one slab.
-  InputSlabs inputs(x, w, kernels, saved.e_line.narrow(0, k, T),
-                    kernels.keys_values() ? T : slab_steps(kernels, schedule, T, B));
+  std::optional<ForwardLoopWeights> own_loop;
+  const ForwardLoopWeights& lw = loop ? *loop : own_loop.emplace(w, cfg, kernels, B, T, schedule);
+  InputSlabs inputs(x, lw.input_t, w.b_emb, kernels, saved.e_line.narrow(0, k, T),
+                    input_slab_steps(kernels, schedule, T, B));
   if (kernels.keys_values()) inputs.rows(0, T - 1);
   saved.h_line = place(given.saved.h_line, {k + T, B, H});
   saved.h_line.narrow(0, 0, k).copy_(init.window.transpose(0, 1));
@@ -310,8 +306,6 @@ LayerForward layer_forward(const at::Tensor& x, const at::Tensor& lengths, const
     at::Tensor kv_rows = lines.kv_hid.narrow(0, 0, k).view({k * B, 2 * H});
     at::addmm_out(kv_rows, b_kv, saved.h_line.narrow(0, 0, k).view({k * B, H}), w_kv.t());
   }
-  std::optional<ForwardLoopWeights> own_loop;
-  const ForwardLoopWeights& lw = loop ? *loop : own_loop.emplace(w, cfg, kernels, B, T, schedule);
   at::Tensor mem = init.memory.clone();
   // m @ W_mr^T + b_r: changes only at updates.
   at::Tensor mr = loop_matmul(kernels, mem.view({B, NH}), lw.w_mr_t.b.defined() ? lw.w_mr_t : w.w_mr.t(), b_r);
@@ -432,11 +426,12 @@ LayerGrads layer_backward(const at::Tensor& grad_output, const LayerState& grad_
     for (const at::Tensor& t : w.list()) gw.push_back(at::zeros_like(t));
     grads.w = LayerWeights::from_list(gw);
   }
-  UpdateWeightGrads update_grads(grads.w, d.nh);
-  WeightGradRows w_mr_grad(grads.w.w_mr), w_mc_grad(grads.w.w_mc);
+  UpdateWeightGrads update_grads(grads.w, d.nh, kernels.weight_grad_matmul);
+  WeightGradRows w_mr_grad(grads.w.w_mr, at::Tensor(), 1, kernels.weight_grad_matmul),
+      w_mc_grad(grads.w.w_mc, at::Tensor(), 1, kernels.weight_grad_matmul);
 
   std::optional<BackwardLoopWeights> own_loop;
-  const BackwardLoopWeights& lw = loop ? *loop : own_loop.emplace(w, cfg, kernels, B, T, schedule);
+  const BackwardLoopWeights& lw = loop ? *loop : own_loop.emplace(w, cfg, kernels, B, T, schedule, input_grad);
   const LoopWeight &w_hh = lw.w_hh, &w_mc = lw.w_mc;
   BlockLines lines{saved.e_line, saved.h_line, at::Tensor(), at::Tensor()};
   if (kernels.keys_values()) {
@@ -457,8 +452,8 @@ LayerGrads layer_backward(const at::Tensor& grad_output, const LayerState& grad_
   at::Tensor d_mr = zeros({B, NH});  // gradient of m @ W_mr^T of each element's current memory
   const at::Tensor d_out = grad_output.defined() ? grad_output : zeros({T, B, H});
   // Gradient of the hoisted input GEMM's output: gates | memory gate | embedding, in slabs.
-  GradSlabs d_inputs(x, init.h, saved.h_line, d_e_line, w, k, slab_steps(kernels, schedule, T, B), input_grad,
-                     grads);
+  GradSlabs d_inputs(x, init.h, saved.h_line, d_e_line, w, lw.input, kernels, k,
+                     input_slab_steps(kernels, schedule, T, B), input_grad, grads);
   at::Tensor dh_rec = at::empty({B, H}, x.options());
   // (T, B): which elements a step updates, for kernels that run the backward's steps one by one
   const at::Tensor active = kernels.chunk_backward

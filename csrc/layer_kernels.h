@@ -17,6 +17,8 @@
 #include <utility>
 #include <vector>
 
+#include "weight_grad_rows.h"
+
 namespace nrnm {
 
 // The memory blocks of the elements that update after step t.
@@ -222,6 +224,10 @@ struct LayerKernels {
   void (*memory_term_backward)(const at::Tensor& d_mc, const at::Tensor& r, const at::Tensor& m,
                                const LoopWeight& w_mc, const at::Tensor& d_rx, const at::Tensor& d_m,
                                const at::Tensor& d_mr, at::Tensor& rm);
+
+  // Optional (null: ATen's addmm_): the weight gradients' products grad += d^T x, of as many
+  // rows as the backward buffers (csrc/weight_grad_rows.h) or a slab of steps holds.
+  WeightGradMatmul weight_grad_matmul;
 
   // Adds the valid block rows (u, k, H) to their rows of a time line (k + T, B, H).
   void (*scatter_add_block_rows)(const BlockAttention& a, const at::Tensor& rows, at::Tensor& line);

@@ -17,7 +17,13 @@
 
 namespace nrnm {
 
+// Steps per slab of the input product or its gradient (LayerKernels::input_slab_rows): at least
+// the longest chunk; every step where the kernels read the whole embedding line before the loop
+// (keys and values of every row) or take no slabs.
+int64_t input_slab_steps(const LayerKernels& kernels, const Schedule& schedule, int64_t T, int64_t B);
+
 struct ForwardLoopWeights {
+  LoopWeight input_t[3];  // W_ih^T (D, 4H), W_xr^T (D, NH), W_x^T (D, H): the input product's
   std::optional<MemoryWeightsT> wt;  // with updates
   LoopWeight w_hh_t;  // (H, 4H) W_hh^T
   LoopWeight w_mc_t;  // (NH, H) W_mc^T
@@ -27,12 +33,13 @@ struct ForwardLoopWeights {
 };
 
 struct BackwardLoopWeights {
+  LoopWeight input;  // (G, D) [W_ih; W_xr; W_x], for the input's gradient; only with input_grad
   std::optional<QueryWeightsT> wq;  // for the memory updates' queries and attention, recomputed; with updates
   std::optional<MemoryWeights> wb;  // with updates
   LoopWeight w_hh;  // (4H, H) W_hh
   LoopWeight w_mc;  // (H, NH) W_mc
   BackwardLoopWeights(const LayerWeights& w, const LayerConfig& cfg, const LayerKernels& kernels, int64_t B,
-                      int64_t T, const Schedule& schedule);
+                      int64_t T, const Schedule& schedule, bool input_grad);
 };
 
 }  // namespace nrnm

@@ -185,15 +185,15 @@ MemoryWeights::MemoryWeights(const LayerWeights& w, const LayerKernels& kernels,
     *out = kernels.loop_weight(weight->t(), rows, updates);
 }
 
-UpdateWeightGrads::UpdateWeightGrads(LayerWeights& grads, int64_t num_heads)
-    : gm(grads.w_gm, grads.b_g),
-      gx(grads.w_gx),
-      w2(grads.w_2, grads.b_2),
-      w1(grads.w_1, grads.b_1),
-      wo(grads.w_o, grads.b_o),
-      wq(in_part(grads.w_in, 0), in_part(grads.b_in, 0)),
-      wk(in_part(grads.w_in, 1), at::Tensor(), num_heads),
-      wv(in_part(grads.w_in, 2), in_part(grads.b_in, 2), num_heads) {}
+UpdateWeightGrads::UpdateWeightGrads(LayerWeights& grads, int64_t num_heads, WeightGradMatmul matmul)
+    : gm(grads.w_gm, grads.b_g, 1, matmul),
+      gx(grads.w_gx, at::Tensor(), 1, matmul),
+      w2(grads.w_2, grads.b_2, 1, matmul),
+      w1(grads.w_1, grads.b_1, 1, matmul),
+      wo(grads.w_o, grads.b_o, 1, matmul),
+      wq(in_part(grads.w_in, 0), in_part(grads.b_in, 0), 1, matmul),
+      wk(in_part(grads.w_in, 1), at::Tensor(), num_heads, matmul),
+      wv(in_part(grads.w_in, 2), in_part(grads.b_in, 2), num_heads, matmul) {}
 
 void UpdateWeightGrads::flush() {
   for (WeightGradRows* g : {&gm, &gx, &w2, &w1, &wo, &wq, &wk, &wv}) g->flush();

@@ -68,8 +68,9 @@ struct MemoryWeights {
   MemoryWeights(const LayerWeights& w, const LayerKernels& kernels, int64_t B, int64_t N, int64_t nh, int64_t updates);
 };
 
-// The memory updates' weight gradients over a whole backward pass, in few GEMMs; flush()
-// after the last update. (The keys | values path adds those of w_in / b_in directly.)
+// The memory updates' weight gradients over a whole backward pass, in few GEMMs (through
+// `matmul`: LayerKernels::weight_grad_matmul); flush() after the last update. (The keys | values
+// path adds those of w_in / b_in directly.)
 struct UpdateWeightGrads {
   WeightGradRows gm;  // w_gm, b_g
   WeightGradRows gx;  // w_gx
@@ -79,7 +80,7 @@ struct UpdateWeightGrads {
   WeightGradRows wq;  // the queries' rows of w_in, b_in (folded attention)
   WeightGradRows wk;  // the keys' rows of w_in, per head (folded attention)
   WeightGradRows wv;  // the values' rows of w_in, b_in, per head (folded attention)
-  UpdateWeightGrads(LayerWeights& grads, int64_t num_heads);
+  UpdateWeightGrads(LayerWeights& grads, int64_t num_heads, WeightGradMatmul matmul);
   void flush();
 };
 

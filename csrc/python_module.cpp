@@ -3,10 +3,16 @@
 
 #include <torch/extension.h>
 
+#include "cpu/small_gemm.h"
 #include "cpu/target_clones.h"
 
 PYBIND11_MODULE(_C, module) {
   module.doc() = "nrnm_fast C++ ops, registered as torch.ops.nrnm_fast.*";
   module.def("avx512_kernels_enabled", &nrnm::avx512_kernels_enabled,
              "Whether the CPU ops run their AVX-512 kernels (the CPU has AVX-512 and NRNM_DISABLE_AVX512 is not 1)");
+  module.def("packed_large_products", &nrnm::packed_large_products,
+             "Whether the CPU ops run their large products (the input product, its gradient, the weight gradients) "
+             "in their own AVX-512 GEMM rather than through at::mm (by default: on AVX-512 CPUs not made by Intel)");
+  module.def("set_packed_large_products", &nrnm::set_packed_large_products, pybind11::arg("on"),
+             "Overrides packed_large_products for this process (tests and A/B measurements); AVX-512 CPUs only");
 }

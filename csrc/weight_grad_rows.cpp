@@ -32,8 +32,8 @@ void copy_rows(const at::Tensor& src, const at::Tensor& buffer, int64_t at) {
 
 }  // namespace
 
-WeightGradRows::WeightGradRows(at::Tensor grad, at::Tensor bias, int64_t heads)
-    : grad_(std::move(grad)), bias_(std::move(bias)), heads_(heads) {}
+WeightGradRows::WeightGradRows(at::Tensor grad, at::Tensor bias, int64_t heads, WeightGradMatmul matmul)
+    : grad_(std::move(grad)), bias_(std::move(bias)), heads_(heads), matmul_(matmul) {}
 
 void WeightGradRows::add(const at::Tensor& d, const at::Tensor& x) {
   const int64_t r = d.size(0);
@@ -62,7 +62,7 @@ void WeightGradRows::accumulate(const at::Tensor& d, const at::Tensor& x) {
   if (bias_.defined()) bias_.add_(d.sum(0));
   const int64_t a = d.size(1) / heads_, b = x.size(1) / heads_;
   for (int64_t h = 0; h < heads_; ++h)
-    grad_.narrow(0, h * a, a).addmm_(d.narrow(1, h * a, a).t(), x.narrow(1, h * b, b));
+    add_weight_grad(matmul_, grad_.narrow(0, h * a, a), d.narrow(1, h * a, a), x.narrow(1, h * b, b));
 }
 
 }  // namespace nrnm

@@ -110,6 +110,59 @@ def test_cpu_matches_reference_without_avx512_kernels():
 
 
 @contextlib.contextmanager
+def large_products_packed(on: bool):
+    """The CPU ops' large products through their packed GEMM (on) or through at::mm (off)."""
+    from nrnm_fast import _C
+
+    default = _C.packed_large_products()
+    _C.set_packed_large_products(on)
+    try:
+        yield
+    finally:
+        _C.set_packed_large_products(default)
+
+
+def avx512_kernels_enabled() -> bool:
+    from nrnm_fast import _C
+
+    return _C.avx512_kernels_enabled()
+
+
+@requires_cpu_ext
+@pytest.mark.parametrize("packed", [True, False], ids=["packed", "at-mm"])
+@pytest.mark.parametrize("shards", [1, 2])
+@pytest.mark.parametrize("case", ["T17-s-not-dividing-k", "T50-two-layers", "T13-H42"])
+def test_large_products_either_way_match_reference(case, shards, packed):
+    """The input product, the input's gradient and the weight gradients (csrc/cpu/small_gemm.h,
+    packed_large_products) through the packed GEMM and through at::mm, whichever this CPU picks:
+    float64 on one and two shards (two threads), float32 on one."""
+    if packed and not avx512_kernels_enabled():
+        pytest.skip("the packed GEMM takes the large products on AVX-512 CPUs only")
+    with large_products_packed(packed):
+        with batch_shards(shards, shards):
+            actual = run_case("cpu", torch.float64, CASES[case])
+        assert_matches(actual, run_case("reference", torch.float64, CASES[case]), 1e-10)
+        if shards == 1:
+            assert_matches(run_case("cpu", torch.float32, CASES[case]),
+                           run_case("reference", torch.float32, CASES[case]), 1e-5)
+
+
+@requires_cpu_ext
+@pytest.mark.parametrize("packed", [True, False], ids=["packed", "at-mm"])
+@pytest.mark.parametrize("seed", [9, 11])
+def test_large_products_either_way_large_random_config(seed, packed):
+    """As above, at H up to 192 and B up to 66 on two threads (parity.large_random_config)."""
+    if packed and not avx512_kernels_enabled():
+        pytest.skip("the packed GEMM takes the large products on AVX-512 CPUs only")
+    config = large_random_config(seed)
+    expected = run_random_config("reference", config)
+    tol = max(1e-10, 10 * reference_spread(config, expected))
+    with large_products_packed(packed), batch_shards(2, 2):
+        actual = run_random_config("cpu", config)
+    assert_matches(actual, expected, tol)
+
+
+@contextlib.contextmanager
 def batch_shards(shards: int, threads: int):
     """The op split into `shards` batch shards (the op takes at most the batch) on `threads` torch threads."""
     from nrnm_fast import layer_ops

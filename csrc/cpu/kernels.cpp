@@ -29,6 +29,24 @@ void cpu_loop_matmul(const at::Tensor& a, const LoopWeight& b, const at::Tensor&
   if (!done) aten_matmul(a, b, bias, out);
 }
 
+void cpu_weight_grad_matmul(const at::Tensor& grad, const at::Tensor& d, const at::Tensor& x) {
+  const int64_t K = d.size(0), M = d.size(1), N = x.size(1);
+  if (!packed_large_products() || d.stride(1) != 1 || grad.stride(1) != 1 || K == 0) {
+    grad.addmm_(d.t(), x);
+    return;
+  }
+  AT_DISPATCH_FLOATING_TYPES(d.scalar_type(), "nrnm_weight_grad_matmul", [&] {
+    at::Tensor packed = at::empty({K * N}, x.options());
+    scalar_t* p = packed.data_ptr<scalar_t>();
+    pack_panels(K, N, x.data_ptr<scalar_t>(), x.stride(0), x.stride(1), p);
+    const scalar_t* a = d.data_ptr<scalar_t>();
+    scalar_t* c = grad.data_ptr<scalar_t>();
+    for_row_shares(M, K * N, [&](int64_t m0, int64_t m1) {
+      packed_gemm_add_at(m1 - m0, K, N, a + m0, d.stride(0), p, c + m0 * grad.stride(0), grad.stride(0));
+    });
+  });
+}
+
 namespace {
 
 // Element-wise work on fewer units than this per thread costs more in threading than it saves.
@@ -265,6 +283,7 @@ const LayerKernels& cpu_kernels(bool triton_attention) {
                                    row_chain_norms,
                                    memory_term_forward,
                                    memory_term_backward,
+                                   cpu_weight_grad_matmul,
                                    scatter_add_block_rows,
                                    block_mean,
                                    block_mean_backward,
@@ -289,6 +308,7 @@ const LayerKernels& cpu_kernels(bool triton_attention) {
                                    nullptr,
                                    nullptr,
                                    nullptr,
+                                   nullptr,  // the weight gradients through ATen, as on the GPU
                                    indexed::scatter_add_block_rows,
                                    indexed::block_mean,
                                    indexed::block_mean_backward,

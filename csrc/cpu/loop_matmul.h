@@ -29,6 +29,21 @@ void for_column_shares(int64_t K, int64_t N, int64_t element_bytes, int64_t unit
                    [&](int64_t u0, int64_t u1) { f(u0 * unit, std::min(N, u1 * unit)); });
 }
 
+// f(m0, m1) over ranges of M rows, each a multiple of 8 but the last, shared by the threads
+// outside a parallel region where each thread gets at least 2^20 multiply-adds at row_work
+// each (a call of one shard: the batch shards run in a parallel region of their own).
+template <typename F>
+void for_row_shares(int64_t M, int64_t row_work, const F& f) {
+  constexpr int64_t kRows = 8, kMinWork = int64_t(1) << 20;
+  if (at::in_parallel_region() || at::get_num_threads() < 2 || M * row_work < 2 * kMinWork) {
+    f(0, M);
+    return;
+  }
+  const int64_t blocks = (M + kRows - 1) / kRows, block_work = kRows * row_work;
+  at::parallel_for(0, blocks, (kMinWork + block_work - 1) / block_work,
+                   [&](int64_t b0, int64_t b1) { f(b0 * kRows, std::min(M, b1 * kRows)); });
+}
+
 // out = a @ b + bias on raw rows where b is packed, or is contiguous and small_gemm pays, or is
 // a row-major W's transpose and small_gemm_nt pays; false elsewhere (the caller falls back to ATen).
 template <typename T>
@@ -64,5 +79,10 @@ bool raw_matmul(int64_t M, int64_t K, int64_t N, const T* a, int64_t lda, const 
 
 // out (M, N) = a (M, K) @ b + bias (N,) (undefined: none); a, out row-strided views.
 void cpu_loop_matmul(const at::Tensor& a, const LoopWeight& b, const at::Tensor& bias, const at::Tensor& out);
+
+// LayerKernels::weight_grad_matmul: grad (M, N) += d^T x for d (K, M), x (K, N), through
+// packed_gemm_add_at with x packed (a pass over it per call) where packed_large_products(),
+// else ATen's addmm_.
+void cpu_weight_grad_matmul(const at::Tensor& grad, const at::Tensor& d, const at::Tensor& x);
 
 }  // namespace nrnm

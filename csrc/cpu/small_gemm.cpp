@@ -1,6 +1,7 @@
 #include "small_gemm.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cassert>
 
 #include "lanes.h"
@@ -48,7 +49,10 @@ constexpr int64_t kRowsAhead = 8;
 
 // C[:, n0 : n0 + NP NB] of M rows: NP panels of NB columns, M x NP x NB accumulators in
 // registers while each row k of B is read once.
-template <typename T, int M, int NB, int NP, typename Layout>
+// A product's form: C = A B + bias (A (M, K)), or C += A^T B (A (K, M): a weight gradient's D^T X).
+enum class Form { kAB, kAddATB };
+
+template <typename T, int M, int NB, int NP, typename Layout, Form F = Form::kAB>
 NRNM_ALWAYS_INLINE void column_block(int64_t K, const T* __restrict A, int64_t lda, const Layout& layout,
                                             int64_t n0, const T* __restrict bias, T* __restrict C, int64_t ldc,
                                             const T* prefetch = nullptr) {
@@ -58,7 +62,8 @@ NRNM_ALWAYS_INLINE void column_block(int64_t K, const T* __restrict A, int64_t l
   for (int m = 0; m < M; ++m)
     for (int p = 0; p < NP; ++p) {
 #pragma omp simd
-      for (int j = 0; j < NB; ++j) acc[m][p][j] = bias ? bias[n0 + p * NB + j] : T(0);
+      for (int j = 0; j < NB; ++j)
+        acc[m][p][j] = F == Form::kAddATB ? C[m * ldc + n0 + p * NB + j] : bias ? bias[n0 + p * NB + j] : T(0);
     }
   constexpr int64_t kLine = 64 / sizeof(T);
   for (int64_t k = 0; k < K; ++k) {
@@ -73,7 +78,7 @@ NRNM_ALWAYS_INLINE void column_block(int64_t K, const T* __restrict A, int64_t l
     for (int p = 0; p < NP; ++p) {
       const T* b = B + p * panel_stride + k * ldb;
       for (int m = 0; m < M; ++m) {
-        const T a = A[m * lda + k];
+        const T a = F == Form::kAddATB ? A[k * lda + m] : A[m * lda + k];
 #pragma omp simd
         for (int j = 0; j < NB; ++j) acc[m][p][j] += a * b[j];
       }
@@ -89,39 +94,39 @@ NRNM_ALWAYS_INLINE void column_block(int64_t K, const T* __restrict A, int64_t l
 // Columns [n0, N) of M <= 8 rows: blocks of two panels' width for one or two rows (too few
 // accumulators otherwise to keep the FMA units busy), then of one panel, two vectors, one
 // vector, one column.
-template <typename T, int M, typename Layout>
+template <typename T, int M, typename Layout, Form F = Form::kAB>
 NRNM_ALWAYS_INLINE void row_block(int64_t K, int64_t N, const T* A, int64_t lda, const Layout& layout,
                                          int64_t n0, const T* bias, T* C, int64_t ldc) {
   constexpr int W = Layout::W, V = W / 3, NP = M <= 2 ? 2 : 1;
   if constexpr (NP > 1) {
     for (; n0 + NP * W <= N; n0 += NP * W)
-      column_block<T, M, W, NP>(K, A, lda, layout, n0, bias, C, ldc);
+      column_block<T, M, W, NP, Layout, F>(K, A, lda, layout, n0, bias, C, ldc);
   }
-  for (; n0 + W <= N; n0 += W) column_block<T, M, W, 1>(K, A, lda, layout, n0, bias, C, ldc);
-  for (; n0 + 2 * V <= N; n0 += 2 * V) column_block<T, M, 2 * V, 1>(K, A, lda, layout, n0, bias, C, ldc);
-  for (; n0 + V <= N; n0 += V) column_block<T, M, V, 1>(K, A, lda, layout, n0, bias, C, ldc);
-  for (; n0 < N; ++n0) column_block<T, M, 1, 1>(K, A, lda, layout, n0, bias, C, ldc);
+  for (; n0 + W <= N; n0 += W) column_block<T, M, W, 1, Layout, F>(K, A, lda, layout, n0, bias, C, ldc);
+  for (; n0 + 2 * V <= N; n0 += 2 * V) column_block<T, M, 2 * V, 1, Layout, F>(K, A, lda, layout, n0, bias, C, ldc);
+  for (; n0 + V <= N; n0 += V) column_block<T, M, V, 1, Layout, F>(K, A, lda, layout, n0, bias, C, ldc);
+  for (; n0 < N; ++n0) column_block<T, M, 1, 1, Layout, F>(K, A, lda, layout, n0, bias, C, ldc);
 }
 
 // Columns [n0, N) of `rows` rows as one block, 1 <= rows <= Rows.
-template <typename T, int Rows, typename Layout>
+template <typename T, int Rows, typename Layout, Form F = Form::kAB>
 NRNM_ALWAYS_INLINE void row_block_of(int64_t rows, int64_t K, int64_t N, const T* A, int64_t lda,
                                      const Layout& layout, int64_t n0, const T* bias, T* C, int64_t ldc) {
   if (rows == Rows) {
-    row_block<T, Rows>(K, N, A, lda, layout, n0, bias, C, ldc);
+    row_block<T, Rows, Layout, F>(K, N, A, lda, layout, n0, bias, C, ldc);
   } else if constexpr (Rows > 1) {
-    row_block_of<T, Rows - 1>(rows, K, N, A, lda, layout, n0, bias, C, ldc);
+    row_block_of<T, Rows - 1, Layout, F>(rows, K, N, A, lda, layout, n0, bias, C, ldc);
   }
 }
 
 // One panel's columns of `rows` rows as one block, 1 <= rows <= Rows.
-template <typename T, int Rows, typename Layout>
+template <typename T, int Rows, typename Layout, Form F = Form::kAB>
 NRNM_ALWAYS_INLINE void panel_block_of(int64_t rows, int64_t K, const T* A, int64_t lda, const Layout& layout,
                                        int64_t n0, const T* bias, T* C, int64_t ldc, const T* prefetch) {
   if (rows == Rows) {
-    column_block<T, Rows, Layout::W, 1>(K, A, lda, layout, n0, bias, C, ldc, prefetch);
+    column_block<T, Rows, Layout::W, 1, Layout, F>(K, A, lda, layout, n0, bias, C, ldc, prefetch);
   } else if constexpr (Rows > 1) {
-    panel_block_of<T, Rows - 1>(rows, K, A, lda, layout, n0, bias, C, ldc, prefetch);
+    panel_block_of<T, Rows - 1, Layout, F>(rows, K, A, lda, layout, n0, bias, C, ldc, prefetch);
   }
 }
 
@@ -153,11 +158,13 @@ constexpr int64_t kPrefetchedWeightBytes = int64_t(1) << 20;
 // panels keep blocks of 4: AVX2 has 16 registers. The rows left over go as one block: 5-7 rows
 // as blocks of 4 and of 1-3 read each panel twice (one thread, the weight in L2 or L3: 5-7 x 128
 // x 512 1.27-1.6x, 6 x 256 x 1024 1.67x, 7 x 512 x 2048 1.63x, 13 and 15 rows 1.14x and 1.34x).
-template <typename T, int64_t Bytes>
+template <typename T, int64_t Bytes, Form F = Form::kAB>
 NRNM_ALWAYS_INLINE void packed_gemm_impl(int64_t M, int64_t K, int64_t N, const T* A, int64_t lda,
                                                 const T* P, const T* bias, T* C, int64_t ldc) {
-  const Panels<T, Bytes> layout{P, K, N};
-  constexpr int64_t W = Panels<T, Bytes>::W;
+  using Layout = Panels<T, Bytes>;
+  const Layout layout{P, K, N};
+  constexpr int64_t W = Layout::W;
+  const int64_t row_step = F == Form::kAddATB ? 1 : lda;  // A's offset per row of C
   constexpr int64_t kTallRows = Bytes == kWidePanel ? 8 : 4;
   int64_t n0 = 0;
   const bool prefetch = K * N * static_cast<int64_t>(sizeof(T)) >= kPrefetchedWeightBytes;
@@ -166,10 +173,10 @@ NRNM_ALWAYS_INLINE void packed_gemm_impl(int64_t M, int64_t K, int64_t N, const 
       const T* next = prefetch && n0 + 2 * W <= N ? layout.at(n0 + W) : nullptr;
       int64_t m0 = 0;
       for (; m0 + kTallRows <= M; m0 += kTallRows)
-        column_block<T, kTallRows, W, 1>(K, A + m0 * lda, lda, layout, n0, bias, C + m0 * ldc, ldc,
+        column_block<T, kTallRows, W, 1, Layout, F>(K, A + m0 * row_step, lda, layout, n0, bias, C + m0 * ldc, ldc,
                                          m0 == 0 ? next : nullptr);
       if (m0 < M)
-        panel_block_of<T, kTallRows - 1>(M - m0, K, A + m0 * lda, lda, layout, n0, bias, C + m0 * ldc, ldc,
+        panel_block_of<T, kTallRows - 1, Layout, F>(M - m0, K, A + m0 * row_step, lda, layout, n0, bias, C + m0 * ldc, ldc,
                                          m0 == 0 ? next : nullptr);
     }
   }
@@ -180,9 +187,9 @@ NRNM_ALWAYS_INLINE void packed_gemm_impl(int64_t M, int64_t K, int64_t N, const 
   int64_t m0 = 0;
   if (n0 < N && M > 2)
     for (; m0 + kTallRows <= M; m0 += kTallRows)
-      row_block<T, kTallRows>(K, N, A + m0 * lda, lda, layout, n0, bias, C + m0 * ldc, ldc);
+      row_block<T, kTallRows, Layout, F>(K, N, A + m0 * row_step, lda, layout, n0, bias, C + m0 * ldc, ldc);
   if (n0 < N && m0 < M)
-    row_block_of<T, kTallRows - 1>(M - m0, K, N, A + m0 * lda, lda, layout, n0, bias, C + m0 * ldc, ldc);
+    row_block_of<T, kTallRows - 1, Layout, F>(M - m0, K, N, A + m0 * row_step, lda, layout, n0, bias, C + m0 * ldc, ldc);
 }
 
 // C[m][n0 + j] for MB rows of A and NB rows of W: MB x NB dot products, each in the lanes of
@@ -252,6 +259,16 @@ NRNM_CPU_CLONES void packed_gemm_narrow(int64_t M, int64_t K, int64_t N, const d
   packed_gemm_impl<double, kNarrowPanel>(M, K, N, A, lda, P, bias, C, ldc);
 }
 
+NRNM_CPU_CLONES void packed_add_at_narrow(int64_t M, int64_t K, int64_t N, const float* A, int64_t lda,
+                                          const float* P, float* C, int64_t ldc) {
+  packed_gemm_impl<float, kNarrowPanel, Form::kAddATB>(M, K, N, A, lda, P, nullptr, C, ldc);
+}
+
+NRNM_CPU_CLONES void packed_add_at_narrow(int64_t M, int64_t K, int64_t N, const double* A, int64_t lda,
+                                          const double* P, double* C, int64_t ldc) {
+  packed_gemm_impl<double, kNarrowPanel, Form::kAddATB>(M, K, N, A, lda, P, nullptr, C, ldc);
+}
+
 #ifdef NRNM_CPU_AVX512
 NRNM_CPU_AVX512 void packed_gemm_wide(int64_t M, int64_t K, int64_t N, const float* A, int64_t lda, const float* P,
                                       const float* bias, float* C, int64_t ldc) {
@@ -262,8 +279,19 @@ NRNM_CPU_AVX512 void packed_gemm_wide(int64_t M, int64_t K, int64_t N, const dou
                                       const double* P, const double* bias, double* C, int64_t ldc) {
   packed_gemm_impl<double, kWidePanel>(M, K, N, A, lda, P, bias, C, ldc);
 }
+
+NRNM_CPU_AVX512 void packed_add_at_wide(int64_t M, int64_t K, int64_t N, const float* A, int64_t lda, const float* P,
+                                        float* C, int64_t ldc) {
+  packed_gemm_impl<float, kWidePanel, Form::kAddATB>(M, K, N, A, lda, P, nullptr, C, ldc);
+}
+
+NRNM_CPU_AVX512 void packed_add_at_wide(int64_t M, int64_t K, int64_t N, const double* A, int64_t lda,
+                                        const double* P, double* C, int64_t ldc) {
+  packed_gemm_impl<double, kWidePanel, Form::kAddATB>(M, K, N, A, lda, P, nullptr, C, ldc);
+}
 #endif
 
+// The clone for P's panel width.
 template <typename T>
 void packed_gemm_at(int64_t M, int64_t K, int64_t N, const T* A, int64_t lda, const T* P, const T* bias, T* C,
                     int64_t ldc, int64_t bytes) {
@@ -276,6 +304,20 @@ void packed_gemm_at(int64_t M, int64_t K, int64_t N, const T* A, int64_t lda, co
 #endif
   assert(bytes == kNarrowPanel);
   packed_gemm_narrow(M, K, N, A, lda, P, bias, C, ldc);
+}
+
+template <typename T>
+void packed_add_at(int64_t M, int64_t K, int64_t N, const T* A, int64_t lda, const T* P, T* C, int64_t ldc,
+                   int64_t bytes) {
+#ifdef NRNM_CPU_AVX512
+  if (bytes == kWidePanel) {
+    assert(avx512_kernels_enabled());
+    packed_add_at_wide(M, K, N, A, lda, P, C, ldc);
+    return;
+  }
+#endif
+  assert(bytes == kNarrowPanel);
+  packed_add_at_narrow(M, K, N, A, lda, P, C, ldc);
 }
 
 }  // namespace
@@ -291,6 +333,23 @@ NRNM_CPU_CLONES void small_gemm(int64_t M, int64_t K, int64_t N, const double* A
 }
 
 int64_t panel_bytes() { return avx512_kernels_enabled() ? kWidePanel : kNarrowPanel; }
+
+namespace {
+// set_packed_large_products' choice: -1 none (the CPU decides), 0 off, 1 on.
+std::atomic<int> packed_large_products_set{-1};
+}  // namespace
+
+bool packed_large_products() {
+#ifdef NRNM_CPU_AVX512
+  static const bool not_intel = !__builtin_cpu_is("intel");
+  const int set = packed_large_products_set.load(std::memory_order_relaxed);
+  return avx512_kernels_enabled() && (set < 0 ? not_intel : set == 1);
+#else
+  return false;
+#endif
+}
+
+void set_packed_large_products(bool on) { packed_large_products_set.store(on ? 1 : 0, std::memory_order_relaxed); }
 
 void packed_gemm(int64_t M, int64_t K, int64_t N, const float* A, int64_t lda, const float* P, const float* bias,
                  float* C, int64_t ldc, int64_t bytes) {
@@ -310,6 +369,16 @@ NRNM_CPU_CLONES void small_gemm_nt(int64_t M, int64_t K, int64_t N, const float*
 NRNM_CPU_CLONES void small_gemm_nt(int64_t M, int64_t K, int64_t N, const double* A, int64_t lda, const double* W,
                                    int64_t ldw, const double* bias, double* C, int64_t ldc) {
   small_gemm_nt_impl(M, K, N, A, lda, W, ldw, bias, C, ldc);
+}
+
+void packed_gemm_add_at(int64_t M, int64_t K, int64_t N, const float* A, int64_t lda, const float* P, float* C,
+                        int64_t ldc, int64_t bytes) {
+  packed_add_at(M, K, N, A, lda, P, C, ldc, bytes);
+}
+
+void packed_gemm_add_at(int64_t M, int64_t K, int64_t N, const double* A, int64_t lda, const double* P, double* C,
+                        int64_t ldc, int64_t bytes) {
+  packed_add_at(M, K, N, A, lda, P, C, ldc, bytes);
 }
 
 void pack_panels(int64_t K, int64_t N, const float* B, int64_t stride_k, int64_t stride_n, float* P,

@@ -57,6 +57,17 @@ int64_t panel_width(int64_t bytes = panel_bytes()) {
   return bytes / static_cast<int64_t>(sizeof(T));
 }
 
+// Whether packed_gemm also runs the layer's large products (the hoisted input product and its
+// gradient, the weight gradients: hundreds of rows) in place of the BLAS under at::mm: on a CPU
+// with AVX-512 that is not Intel's. MKL takes its AVX-512 kernels on Intel CPUs only and runs its
+// AVX2 ones elsewhere: on a Zen 5 EPYC core MKL's sgemm ran 256 x 128 x 896 to 1024 x 512 x 3584
+// at 97-99 GFLOP/s, packed_gemm with 64-byte panels at 226-235 (docs/cpu.md). On Intel's CPUs
+// MKL's own packing and blocking keep the large products (docs/cpu.md, "Small GEMMs").
+// set_packed_large_products overrides the choice for the process (tests, A/B measurements);
+// it must not change while a layer call runs.
+bool packed_large_products();
+void set_packed_large_products(bool on);
+
 // Packing a weight pays where a layer call multiplies at most 64 rows (128 on 64-byte panels)
 // by it at a time (a step of a shard, a memory update's rows, a chunk's memory term): 1.2-4x
 // MKL's sgemm from 1 to 16 rows on the dev machine, 1.1-1.3x alone at 32 rows, and more in the layer, where
@@ -66,9 +77,13 @@ int64_t panel_width(int64_t bytes = panel_bytes()) {
 // 1.1x at 128 rows (K, N = 512-1024; even at 256). The one packed copy of each weight is shared
 // by the shards (csrc/loop_weights.h). And the packing itself (a pass over the weight) must pay:
 // where a call multiplies fewer than 16 rows by the weight in all (a few steps of a small batch,
-// as in streaming), it costs more than it saves.
+// as in streaming), it costs more than it saves. Where packed_large_products(), at any number of
+// rows but one or two (small_gemm_nt's, which reads the weight in place): at::mm's MKL is slower
+// there, and not the same on one thread and on two (a product of 9 x 5 by 5 x 1024 differs by
+// 5e-7), which packed_gemm is, column by column.
 inline bool packed_gemm_pays(int64_t max_rows, int64_t uses, int64_t bytes = panel_bytes()) {
   constexpr int64_t kMinPackedRows = 16;
+  if (bytes == kWidePanel && packed_large_products()) return max_rows > 2;
   const int64_t max_packed_rows = bytes == kWidePanel ? 128 : 64;
   return max_rows >= 1 && max_rows <= max_packed_rows && uses * max_rows >= kMinPackedRows;
 }
@@ -84,5 +99,12 @@ void packed_gemm(int64_t M, int64_t K, int64_t N, const float* A, int64_t lda, c
                  float* C, int64_t ldc, int64_t bytes = panel_bytes());
 void packed_gemm(int64_t M, int64_t K, int64_t N, const double* A, int64_t lda, const double* P,
                  const double* bias, double* C, int64_t ldc, int64_t bytes = panel_bytes());
+
+// C (M, N) += A^T P for A (K, M) with row stride lda (a weight gradient's D^T X: K rows of D
+// and of X, X packed), P packed by pack_panels with the same `bytes`.
+void packed_gemm_add_at(int64_t M, int64_t K, int64_t N, const float* A, int64_t lda, const float* P, float* C,
+                        int64_t ldc, int64_t bytes = panel_bytes());
+void packed_gemm_add_at(int64_t M, int64_t K, int64_t N, const double* A, int64_t lda, const double* P, double* C,
+                        int64_t ldc, int64_t bytes = panel_bytes());
 
 }  // namespace nrnm

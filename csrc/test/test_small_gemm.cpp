@@ -2,7 +2,7 @@
 // with a row stride past N; packed from a row-major or a transposed B, in each panel width
 // this CPU runs; B = W^T read in place from a row-major W with a row stride past K): every row
 // count 1..17, column counts around the kernels' block and panel widths, strided A and C, with
-// and without a bias.
+// and without a bias; and packed_gemm_add_at's C += A^T B.
 
 #include <ATen/ATen.h>
 
@@ -66,6 +66,41 @@ bool check(at::ScalarType dtype, double tol, int layout, int64_t panel_bytes) {
   return ok;
 }
 
+// packed_gemm_add_at: C += A^T B with A (K, M) a column slice (row stride M + 3), C a column
+// slice holding random values, B packed from row-major.
+template <typename T>
+bool check_add_at(at::ScalarType dtype, double tol, int64_t panel_bytes) {
+  bool ok = true;
+  at::manual_seed(1);
+  const at::TensorOptions opts = at::TensorOptions().dtype(dtype);
+  for (int64_t M : {1, 2, 3, 7, 8, 9, 15, 16, 17, 40})
+    for (int64_t K : {1, 7, 256})
+      for (int64_t N : {1, 7, 16, 17, 47, 48, 49, 97, 130}) {
+        const at::Tensor A = at::randn({K, M + 3}, opts).narrow(1, 2, M);
+        const at::Tensor B = at::randn({K, N}, opts);
+        at::Tensor C_wide = at::full({M, N + 5}, 7.0, opts);
+        at::Tensor C = C_wide.narrow(1, 2, N);
+        C.copy_(at::randn({M, N}, opts));
+        const at::Tensor expected = C.to(at::kDouble) + at::mm(A.t().to(at::kDouble), B.to(at::kDouble));
+        at::Tensor P = at::empty({K * N}, opts);
+        nrnm::pack_panels(K, N, B.data_ptr<T>(), B.stride(0), B.stride(1), P.data_ptr<T>(), panel_bytes);
+        nrnm::packed_gemm_add_at(M, K, N, A.data_ptr<T>(), A.stride(0), P.data_ptr<T>(), C.data_ptr<T>(),
+                                 C.stride(0), panel_bytes);
+        const double err = (C.to(at::kDouble) - expected).abs().max().item<double>() /
+                           std::max(1.0, expected.abs().max().item<double>());
+        const bool kept = (C_wide.narrow(1, 0, 2) == 7.0).all().item<bool>() &&
+                          (C_wide.narrow(1, N + 2, 3) == 7.0).all().item<bool>();
+        if (!(err <= tol) || !kept) {
+          std::printf("FAIL %s packed_gemm_add_at (panels of %lld bytes) M=%lld K=%lld N=%lld: error %.3e, "
+                      "outside columns kept %d\n",
+                      at::toString(dtype), (long long)panel_bytes, (long long)M, (long long)K, (long long)N, err,
+                      (int)kept);
+          ok = false;
+        }
+      }
+  return ok;
+}
+
 }  // namespace
 
 int main() {
@@ -78,6 +113,8 @@ int main() {
     for (int64_t bytes : packed ? widths : std::vector<int64_t>{nrnm::kNarrowPanel})
       ok = check<float>(at::kFloat, 1e-5, layout, bytes) && check<double>(at::kDouble, 1e-13, layout, bytes) && ok;
   }
+  for (int64_t bytes : widths)
+    ok = check_add_at<float>(at::kFloat, 1e-5, bytes) && check_add_at<double>(at::kDouble, 1e-13, bytes) && ok;
   std::printf("%s\n", ok ? "small_gemm matches at::mm" : "small_gemm differs from at::mm");
   return ok ? 0 : 1;
 }
