@@ -204,6 +204,10 @@ struct LayerKernels {
                                 const at::Tensor& tanh_memory, const at::Tensor& grad_new, const LoopWeight& w_gm,
                                 at::Tensor& d_memory, at::Tensor& d_mt, at::Tensor& d_pre, at::Tensor& d_xh_pre);
 
+  // Optional (null: ATen's tanh): out (u, N, H) = tanh(x (u, N, H)), of the memory and of the
+  // candidate memory, in the forward and in the backward's restored update.
+  void (*memory_tanh)(const at::Tensor& x, at::Tensor& out);
+
   // Optional (null: ATen ops in csrc/memory_update.cpp): the row-wise chain in one call each
   // way (csrc/cpu/row_chain.h). attn, memory_rows (R, H).
   void (*row_chain_forward)(const at::Tensor& attn, const at::Tensor& memory_rows, const RowChainWeights& w,

@@ -7,6 +7,15 @@ namespace nrnm {
 
 namespace {
 
+// out (u, N, H) = tanh(x): the kernels' loop or ATen's.
+void tanh_into(const LayerKernels& kernels, const at::Tensor& x, at::Tensor& out) {
+  if (kernels.memory_tanh) {
+    kernels.memory_tanh(x, out);
+  } else {
+    at::tanh_out(out_tensor(out, x.sizes(), x.options()), x);
+  }
+}
+
 // The memory rows' queries and their attention over the block: p.mem_rows, and p.qkv, p.attn,
 // p.attn_saved (keys | values) or p.q, p.q_keys, p.mixed, p.attn_saved (folded: p.attn is
 // p.mixed's product with the values' weights, left to the caller).
@@ -74,7 +83,7 @@ void memory_update_forward(const at::Tensor& memory, const BlockAttention& a, co
   }
 
   kernels.block_mean(a, lines.emb, p.xh);
-  at::tanh_out(out_tensor(p.tanh_mem, {u, N, H}, opts), memory);
+  tanh_into(kernels, memory, p.tanh_mem);
   // M' = ig * tanh(Mt) + fg * M, gates = sigma(tanh(M) @ W_gm^T + b_g + xh @ W_gx^T)
   out_tensor(p.gates, {u, N, 2 * H}, opts);
   kernels.loop_matmul(p.tanh_mem.view({u * N, H}), wt.w_gm, w.b_g, p.gates.view({u * N, 2 * H}));
@@ -101,7 +110,6 @@ void restore_update(const at::Tensor& memory, const BlockAttention& a, const Blo
                     const KeptUpdate& kept, const LayerWeights& w, const QueryWeightsT& wq,
                     const RowChainWeights& chain, const LayerKernels& kernels, UpdateParts& p) {
   const int64_t u = memory.size(0), N = memory.size(1), H = memory.size(2);
-  const at::TensorOptions opts = memory.options();
   attend(memory, a, lines, w, wq, kernels, p);
   p.attn = kept.attn;
   RowChain& c = p.chain;
@@ -115,9 +123,9 @@ void restore_update(const at::Tensor& memory, const BlockAttention& a, const Blo
     std::tie(c.mt, c.mean2, c.rstd2) = at::native_layer_norm(c.y2_in, {H}, w.ln2_w, w.ln2_b, kLayerNormEps);
   }
   kernels.block_mean(a, lines.emb, p.xh);
-  at::tanh_out(out_tensor(p.tanh_mem, {u, N, H}, opts), memory);
+  tanh_into(kernels, memory, p.tanh_mem);
   p.gates = kept.gates.view({u, N, 2 * H});
-  at::tanh_out(out_tensor(p.tanh_mt, {u, N, H}, opts), c.mt.view({u, N, H}));
+  tanh_into(kernels, c.mt.view({u, N, H}), p.tanh_mt);
 }
 
 // Rows [i H, (i + 1) H) of a (3H, ...) tensor: the queries', keys' or values' part of w_in, b_in.

@@ -278,6 +278,7 @@ const LayerKernels& cpu_kernels(bool triton_attention) {
                                    heads_matmul,
                                    memory_gates_forward,
                                    memory_gates_backward,
+                                   memory_tanh,
                                    row_chain_forward,
                                    row_chain_backward,
                                    row_chain_norms,
@@ -301,8 +302,9 @@ const LayerKernels& cpu_kernels(bool triton_attention) {
                                    nullptr,
                                    nullptr,
                                    nullptr,
-                                   nullptr,  // the GPU's ATen forms of the gated write, the row chain and
-                                   nullptr,  // the memory term, tested here
+                                   nullptr,  // the GPU's ATen forms of the gated write, the tanh, the row
+                                   nullptr,  // chain and the memory term, tested here
+                                   nullptr,
                                    nullptr,
                                    nullptr,
                                    nullptr,

@@ -62,7 +62,25 @@ void backward_slot(int64_t H, const double* gates, const double* tanh_mt, const 
   backward_slot_impl(H, gates, tanh_mt, memory, grad, d_memory, d_mt, d_pre);
 }
 
+template <typename T>
+NRNM_ALWAYS_INLINE void tanh_impl(int64_t n, const T* __restrict x, T* __restrict out) {
+#pragma omp simd
+  for (int64_t e = 0; e < n; ++e) out[e] = gate_tanh(x[e]);
+}
+
+NRNM_CPU_CLONES void tanh_elements(int64_t n, const float* x, float* out) { tanh_impl(n, x, out); }
+
+void tanh_elements(int64_t n, const double* x, double* out) { tanh_impl(n, x, out); }
+
 }  // namespace
+
+void memory_tanh(const at::Tensor& x, at::Tensor& out) {
+  const at::Tensor c = x.contiguous();
+  out_tensor(out, c.sizes(), c.options());
+  AT_DISPATCH_FLOATING_TYPES(c.scalar_type(), "nrnm_memory_tanh", [&] {
+    tanh_elements(c.numel(), c.data_ptr<scalar_t>(), out.data_ptr<scalar_t>());
+  });
+}
 
 void memory_gates_forward(at::Tensor& pre, const at::Tensor& gx, const at::Tensor& mt, const at::Tensor& memory,
                           at::Tensor& tanh_mt, at::Tensor& new_memory) {

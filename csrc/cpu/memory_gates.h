@@ -1,5 +1,5 @@
 // The memory update's gated write, M' = sigma(a_i) * tanh(Mt) + sigma(a_f) * M, as one loop
-// over the u x N x H units (docs/spec.md), forward and backward. The ATen form of the same
+// over the u x N x H units (docs/spec.md), forward and backward, and the tanh of its inputs. The ATen form of the same
 // math is csrc/memory_update.cpp's fallback for tables without these.
 //
 // Shapes: u updating elements, N slots, H hidden; all tensors contiguous.
@@ -10,6 +10,11 @@
 #include "../layer_kernels.h"
 
 namespace nrnm {
+
+// out = tanh(x), x and out (u, N, H): LayerKernels::memory_tanh. ATen's float tanh is MKL's
+// vector library, which took 2.5 ns an element on a Zen 5 EPYC (its sigmoid 0.25), 3% of a
+// fwd+bwd at T256-B32-H128; this loop takes csrc/nrnm_cell.h's gate_tanh.
+void memory_tanh(const at::Tensor& x, at::Tensor& out);
 
 // pre (u, N, 2H): tanh(M) W_gm^T + b_g, overwritten by the gates sigma(pre + gx) (input gate
 // | forget gate); gx (u, 2H): xh W_gx^T, shared by an element's slots; mt, memory (u, N, H).

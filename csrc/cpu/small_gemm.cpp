@@ -244,8 +244,14 @@ void pack_panels_impl(int64_t K, int64_t N, const T* B, int64_t stride_k, int64_
   const int64_t W = panel_width<T>(bytes);
   for (int64_t n0 = 0; n0 < N; n0 += W) {
     const int64_t width = std::min(W, N - n0);
-    for (int64_t k = 0; k < K; ++k)
-      for (int64_t j = 0; j < width; ++j) *P++ = B[k * stride_k + (n0 + j) * stride_n];
+    for (int64_t k = 0; k < K; ++k, P += width) {
+      const T* row = B + k * stride_k + n0 * stride_n;
+      if (stride_n == 1) {  // the weight gradients pack their rows of X per GEMM: a copy per row
+        std::copy(row, row + width, P);
+      } else {
+        for (int64_t j = 0; j < width; ++j) P[j] = row[j * stride_n];
+      }
+    }
   }
 }
 
