@@ -256,9 +256,10 @@ void scatter_add_block_rows(const BlockAttention& a, const at::Tensor& rows, at:
 }
 
 // The hoisted input product and its gradient in GEMMs of 256 rows (LayerKernels::input_slab_rows):
-// MKL runs them about as fast as one over every step, and the call's largest tensors, (T, B, G) at
-// once, whose fresh pages cost more to touch than their arithmetic, become buffers that the call
-// reuses (docs/cpu.md, "The input product in slabs").
+// MKL (or packed_gemm, where packed_large_products()) runs them about as fast as one over every
+// step, and the call's largest tensors, (T, B, G) at once, whose fresh pages cost more to touch
+// than their arithmetic, become buffers that the call reuses (docs/cpu.md, "The input product in
+// slabs").
 constexpr int64_t kInputSlabRows = 256;
 
 }  // namespace
