@@ -23,9 +23,23 @@
 
 namespace nrnm {
 
+// Whether packed_gemm also runs the layer's large products (the hoisted input product and its
+// gradient, the weight gradients: hundreds of rows) in place of the BLAS under at::mm: on a CPU
+// with AVX-512 that is not Intel's. MKL takes its AVX-512 kernels on Intel CPUs only and runs its
+// AVX2 ones elsewhere: on a Zen 5 EPYC core MKL's sgemm ran 256 x 128 x 896 to 1024 x 512 x 3584
+// at 97-99 GFLOP/s, packed_gemm with 64-byte panels at 226-235 (docs/cpu.md). On Intel's CPUs
+// MKL's own packing and blocking keep the large products (docs/cpu.md, "Small GEMMs").
+// There every product by an unpacked weight (one of fewer than 16 rows in all in a call) runs in
+// small_gemm or small_gemm_nt up to 16 rows: MKL is not the same on one thread and on two there
+// (a product of 9 x 5 by 5 x 1024 differed by 4.8e-7), and these loops give each column the same
+// sum however the columns are split. set_packed_large_products overrides the choice for the
+// process (tests, A/B measurements); it must not change while a layer call runs.
+bool packed_large_products();
+void set_packed_large_products(bool on);
+
 // Up to 8 rows (two blocks) the row-major loop beats at::addmm_out by 1.2-2.6x; at 16 rows each
 // block reads B once more (0.7-0.8x with a 1 MB B).
-inline bool small_gemm_pays(int64_t M) { return M >= 1 && M <= 8; }
+inline bool small_gemm_pays(int64_t M) { return M >= 1 && M <= (packed_large_products() ? 16 : 8); }
 
 void small_gemm(int64_t M, int64_t K, int64_t N, const float* A, int64_t lda, const float* B, int64_t ldb,
                 const float* bias, float* C, int64_t ldc);
@@ -37,7 +51,7 @@ void small_gemm(int64_t M, int64_t K, int64_t N, const double* A, int64_t lda, c
 // packs nothing (streaming a step of one element, its memory update's rows), where MKL took
 // 4-9 us a product through at::addmm_out at H = 128 and the row-major loop needs W^T copied.
 // Two rows read W once; more would read it once per pair.
-inline bool small_gemm_nt_pays(int64_t M) { return M >= 1 && M <= 2; }
+inline bool small_gemm_nt_pays(int64_t M) { return M >= 1 && M <= (packed_large_products() ? 16 : 2); }
 
 void small_gemm_nt(int64_t M, int64_t K, int64_t N, const float* A, int64_t lda, const float* W, int64_t ldw,
                    const float* bias, float* C, int64_t ldc);
@@ -57,17 +71,6 @@ int64_t panel_width(int64_t bytes = panel_bytes()) {
   return bytes / static_cast<int64_t>(sizeof(T));
 }
 
-// Whether packed_gemm also runs the layer's large products (the hoisted input product and its
-// gradient, the weight gradients: hundreds of rows) in place of the BLAS under at::mm: on a CPU
-// with AVX-512 that is not Intel's. MKL takes its AVX-512 kernels on Intel CPUs only and runs its
-// AVX2 ones elsewhere: on a Zen 5 EPYC core MKL's sgemm ran 256 x 128 x 896 to 1024 x 512 x 3584
-// at 97-99 GFLOP/s, packed_gemm with 64-byte panels at 226-235 (docs/cpu.md). On Intel's CPUs
-// MKL's own packing and blocking keep the large products (docs/cpu.md, "Small GEMMs").
-// set_packed_large_products overrides the choice for the process (tests, A/B measurements);
-// it must not change while a layer call runs.
-bool packed_large_products();
-void set_packed_large_products(bool on);
-
 // Packing a weight pays where a layer call multiplies at most 64 rows (128 on 64-byte panels)
 // by it at a time (a step of a shard, a memory update's rows, a chunk's memory term): 1.2-4x
 // MKL's sgemm from 1 to 16 rows on the dev machine, 1.1-1.3x alone at 32 rows, and more in the layer, where
@@ -77,14 +80,12 @@ void set_packed_large_products(bool on);
 // 1.1x at 128 rows (K, N = 512-1024; even at 256). The one packed copy of each weight is shared
 // by the shards (csrc/loop_weights.h). And the packing itself (a pass over the weight) must pay:
 // where a call multiplies fewer than 16 rows by the weight in all (a few steps of a small batch,
-// as in streaming), it costs more than it saves. Where packed_large_products(), at any number of
-// rows but one or two (small_gemm_nt's, which reads the weight in place): at::mm's MKL is slower
-// there, and not the same on one thread and on two (a product of 9 x 5 by 5 x 1024 differs by
-// 5e-7), which packed_gemm is, column by column.
+// as in streaming), it costs more than it saves (packing W_mc^T for a streamed step's memory term
+// made a step at H = 512 2.8x slower). Where packed_large_products(), at any number of rows.
 inline bool packed_gemm_pays(int64_t max_rows, int64_t uses, int64_t bytes = panel_bytes()) {
   constexpr int64_t kMinPackedRows = 16;
-  if (bytes == kWidePanel && packed_large_products()) return max_rows > 2;
-  const int64_t max_packed_rows = bytes == kWidePanel ? 128 : 64;
+  const int64_t max_packed_rows =
+      bytes == kWidePanel ? (packed_large_products() ? INT64_MAX : 128) : 64;
   return max_rows >= 1 && max_rows <= max_packed_rows && uses * max_rows >= kMinPackedRows;
 }
 
