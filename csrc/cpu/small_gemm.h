@@ -27,8 +27,8 @@ namespace nrnm {
 // gradient, the weight gradients: hundreds of rows) in place of the BLAS under at::mm: on a CPU
 // with AVX-512 that is not Intel's. MKL takes its AVX-512 kernels on Intel CPUs only and runs its
 // AVX2 ones elsewhere: on a Zen 5 EPYC core MKL's sgemm ran 256 x 128 x 896 to 1024 x 512 x 3584
-// at 97-99 GFLOP/s, packed_gemm with 64-byte panels at 226-235 (docs/cpu.md). On Intel's CPUs
-// MKL's own packing and blocking keep the large products (docs/cpu.md, "Small GEMMs").
+// at 97-99 GFLOP/s, packed_gemm with 64-byte panels at 226-235. On Intel's CPUs MKL's own
+// packing and blocking keep the large products (docs/cpu.md, "The large products").
 // There every product by an unpacked weight (one of fewer than 16 rows in all in a call) runs in
 // small_gemm or small_gemm_nt up to 16 rows: MKL is not the same on one thread and on two there
 // (a product of 9 x 5 by 5 x 1024 differed by 4.8e-7), and these loops give each column the same
