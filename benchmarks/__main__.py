@@ -19,7 +19,7 @@ import tempfile
 import pytest
 
 from benchmarks.flops import multiply_adds
-from benchmarks.paired import PAIRS
+from benchmarks.paired import PAIRS, REFERENCE_PAIRS
 from benchmarks.phases import phases_table
 from benchmarks.shapes import LSTM, SHAPES, bench_threads, selected_shapes
 from nrnm_fast import available_backends
@@ -39,20 +39,23 @@ def speed_table(report: dict, device: str = "cpu") -> str:
     lines = [f"Speed: {where}, torch {info['torch']}; "
              f"median ms of one layer; fwd = inference (no grad), fwd+bwd = one training step; "
              f"paired = the median time ratio over {PAIRS} pairs of calls alternating with nn.LSTM's "
-             f"(benchmarks/paired.py: the machine's drift cancels in a pair); "
+             f"(benchmarks/paired.py: the machine's drift cancels in a pair), and over {REFERENCE_PAIRS} "
+             f"pairs of the reference's calls with the implementation's; "
              f"GFLOP/s = the implementation's products (benchmarks/flops.py) over the median, and "
              f"arithmetic = its products over nn.LSTM's: the time ratio it would have at nn.LSTM's GFLOP/s; "
              f"peak MB = peak extra {memory} of one fwd+bwd",
              "| shape | mode | impl | median ms | / nn.LSTM | paired / nn.LSTM | GFLOP/s | arithmetic / nn.LSTM "
-             "| reference / impl | peak MB | / nn.LSTM |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
-    medians, peaks, paired = {}, {}, {}
+             "| reference / impl | paired reference / impl | peak MB | / nn.LSTM |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    medians, peaks, paired, paired_ref = {}, {}, {}, {}
     for b in rows:
         e = b["extra_info"]
         key = (e["shape"], e["mode"], e["impl"])
         medians[key] = b["stats"]["median"] * 1e3
         if "paired_vs_lstm" in e:
             paired[key] = f"{e['paired_vs_lstm']:.2f}x"
+        for fast, ratio in e.get("paired_over", {}).items():
+            paired_ref[(e["shape"], e["mode"], fast)] = f"{ratio:.1f}x"
         if "peak_extra_bytes" in e:
             peaks[key] = e["peak_extra_bytes"] / 2**20
     by_name = {s.name: s for s in SHAPES}
@@ -67,7 +70,7 @@ def speed_table(report: dict, device: str = "cpu") -> str:
         peak, lstm_peak = peaks.get((shape, mode, impl)), peaks.get((shape, mode, LSTM))
         peak_cols = f"{peak:.0f} | {peak / lstm_peak:.2f}x" if peak is not None and lstm_peak else "- | -"
         lines.append(f"| {shape} | {mode} | {impl} | {ms:.1f} | {vs_lstm} | {paired.get((shape, mode, impl), '-')} "
-                     f"| {gflops} | {arithmetic} | {vs_ref} | {peak_cols} |")
+                     f"| {gflops} | {arithmetic} | {vs_ref} | {paired_ref.get((shape, mode, impl), '-')} | {peak_cols} |")
     return "\n".join(lines)
 
 

@@ -12,6 +12,7 @@ import time
 from typing import Callable
 
 PAIRS = 10  # pairs per fast path, shape and mode in the layer benchmark
+REFERENCE_PAIRS = 3  # pairs of the reference's calls with each fast path's (the reference is slow)
 
 
 def paired_ratio(run: Callable[[], object], base: Callable[[], object], pairs: int,

@@ -13,18 +13,19 @@ import pytest
 import torch
 
 from benchmarks.memory import peak_extra_bytes
-from benchmarks.paired import PAIRS, paired_ratio
+from benchmarks.paired import PAIRS, REFERENCE_PAIRS, paired_ratio
 from benchmarks.shapes import IMPLS, LSTM, bench_threads, build_module, inputs, selected_shapes
 
 ROUNDS = {"nrnm-reference": 3}  # the reference is slow and steady; everything else gets 10
+FAST_IMPLS = [i for i in IMPLS if i not in (LSTM, "nrnm-reference")]
 
 
-_cached_module = functools.lru_cache(maxsize=2)(build_module)
+_cached_module = functools.lru_cache(maxsize=len(IMPLS))(build_module)
 
 
 # Collected shape by shape, mode by mode, implementation by implementation (IMPLS' order): the
 # times whose ratio the table reports are taken back to back; a fast path's paired ratio then
-# alternates its calls with nn.LSTM's.
+# alternates its calls with nn.LSTM's, and the reference's alternates with each fast path's.
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("mode", ["fwd", "fwd+bwd"])
 @pytest.mark.parametrize("shape", selected_shapes(), ids=lambda s: s.name)
@@ -49,5 +50,8 @@ def test_layer(benchmark, shape, impl, mode):
         benchmark.extra_info["peak_extra_bytes"] = peak_extra_bytes(impl, shape)
     run = runner(module)
     benchmark.pedantic(run, rounds=ROUNDS.get(impl, 10), iterations=1, warmup_rounds=1)
-    if impl not in (LSTM, "nrnm-reference"):
+    if impl in FAST_IMPLS:
         benchmark.extra_info["paired_vs_lstm"] = paired_ratio(run, runner(_cached_module(LSTM, shape)), PAIRS)
+    elif impl == "nrnm-reference":
+        benchmark.extra_info["paired_over"] = {
+            fast: paired_ratio(run, runner(_cached_module(fast, shape)), REFERENCE_PAIRS) for fast in FAST_IMPLS}

@@ -57,3 +57,15 @@ def test_layer_table_shows_the_paired_ratio_of_fast_paths():
     table = speed_table(report)
     assert "| T256-B32-D128-H128 | fwd | nrnm-cpu | 50.0 | 2.50x | 2.35x |" in table
     assert "| T256-B32-D128-H128 | fwd | nn.LSTM | 20.0 | 1.00x | - |" in table
+
+
+def test_layer_table_shows_the_reference_paired_with_each_fast_path():
+    """The reference's row carries its paired ratio over each fast path; the table shows it on the
+    fast path's row, beside the ratio of the two medians."""
+    report = {**REPORT, "benchmarks": [
+        REPORT["benchmarks"][0], REPORT["benchmarks"][1],
+        _row("T256-B32-D128-H128", "nrnm-reference", "fwd", 0.600, paired_over={"nrnm-cpu": 9.46})]}
+    rows = {line.split(" | ")[2]: line for line in speed_table(report).splitlines()[3:]}
+    assert rows["nrnm-cpu"].endswith("| 12.0x | 9.5x | - | - |")
+    assert rows["nrnm-reference"].endswith("| 1.0x | - | - | - |")
+    assert rows["nn.LSTM"].endswith("| - | - | - | - |")
