@@ -116,24 +116,25 @@ at::Tensor final_window_rows(const at::Tensor& lengths, int64_t k) {
   return lengths.view({1, -1}) + at::arange(k, lengths.options()).view({-1, 1});
 }
 
-// The input products x_t W_ih^T | x_t W_xr^T | x_t W_x^T + b_x (gates | memory gate | embedding)
-// for the steps of each chunk, computed a slab of steps at a time into one buffer that the call
-// reuses (LayerKernels::input_slab_rows), each weight's GEMM (LayerKernels::loop_matmul: on the
-// CPU one or two rows, a streamed step's, read the weight in place) writing its columns; each slab also
-// writes its embedding rows, with their bias, to the time line. The other terms' biases join
-// them later, in passes that read them anyway: the gates' in the per-step GEMM, the memory
-// gate's in m @ W_mr^T.
+// The input products x_t W_ih^T | x_t W_xr^T (gates | memory gate) for the steps of each chunk,
+// computed a slab of steps at a time into one buffer that the call reuses
+// (LayerKernels::input_slab_rows), each weight's GEMM (LayerKernels::loop_matmul: on the CPU one
+// or two rows, a streamed step's, read the weight in place) writing its columns; each slab's
+// embeddings x_t W_x^T + b_x go straight to the time line's rows of its steps, which are one
+// matrix (a shard's block of the line, or the whole batch's). The other terms' biases join them
+// later, in passes that read them anyway: the gates' in the per-step GEMM, the memory gate's in
+// m @ W_mr^T.
 class InputSlabs {
  public:
-  // x (T, B, D), a view (a shard's) or contiguous; e_rows (T, B, H) the time line's rows of steps 0..T-1;
-  // w_t: W_ih^T, W_xr^T, W_x^T as ForwardLoopWeights::input_t.
+  // x (T, B, D), a view (a shard's) or contiguous; e_rows (T, B, H) the time line's rows of steps
+  // 0..T-1, contiguous; w_t: W_ih^T, W_xr^T, W_x^T as ForwardLoopWeights::input_t.
   InputSlabs(const at::Tensor& x, const LoopWeight (&w_t)[3], const at::Tensor& b_emb, const LayerKernels& kernels,
              const at::Tensor& e_rows, int64_t slab_steps)
       : x_(x), w_t_(w_t), b_emb_(b_emb), e_rows_(e_rows), kernels_(kernels),
-        buffer_(at::empty({slab_steps, x.size(1), w_t[0].b.size(1) + w_t[1].b.size(1) + w_t[2].b.size(1)},
-                          x.options())) {}
+        buffer_(at::empty({slab_steps, x.size(1), w_t[0].b.size(1) + w_t[1].b.size(1)}, x.options())) {}
 
-  // (t1 - t0 + 1, B, G): the rows of steps t0..t1, in the buffer from step t0 on unless there already.
+  // (t1 - t0 + 1, B, G = 4H + NH): the rows of steps t0..t1, in the buffer from step t0 on unless
+  // there already.
   at::Tensor rows(int64_t t0, int64_t t1) {
     if (t0 < begin_ || t1 >= end_) {
       RECORD_USER_SCOPE("nrnm::input_product");
@@ -141,15 +142,12 @@ class InputSlabs {
       begin_ = t0;
       end_ = std::min(T, t0 + buffer_.size(0));
       TORCH_CHECK(t1 < end_, "nrnm_fast: an input slab of ", buffer_.size(0), " steps for steps ", t0, "..", t1);
-      const at::Tensor slab = buffer_.narrow(0, 0, end_ - begin_);
-      const at::Tensor slab_rows = slab.view({-1, G});
+      const at::Tensor slab_rows = buffer_.narrow(0, 0, end_ - begin_).view({-1, G});
       const at::Tensor x_rows = x_.narrow(0, begin_, end_ - begin_).reshape({-1, x_.size(2)});
-      for (int64_t i = 0, col = 0; i < 3; col += w_t_[i].b.size(1), ++i) {
-        at::Tensor columns = slab_rows.narrow(1, col, w_t_[i].b.size(1));
-        kernels_.loop_matmul(x_rows, w_t_[i], at::Tensor(), columns);
-      }
-      at::Tensor e = e_rows_.narrow(0, begin_, end_ - begin_);
-      at::add_out(e, slab.narrow(2, G - H, H), b_emb_);
+      const int64_t gates = w_t_[0].b.size(1);
+      kernels_.loop_matmul(x_rows, w_t_[0], at::Tensor(), slab_rows.narrow(1, 0, gates));
+      kernels_.loop_matmul(x_rows, w_t_[1], at::Tensor(), slab_rows.narrow(1, gates, G - gates));
+      kernels_.loop_matmul(x_rows, w_t_[2], b_emb_, e_rows_.narrow(0, begin_, end_ - begin_).view({-1, H}));
     }
     return buffer_.narrow(0, t0 - begin_, t1 - t0 + 1);
   }
