@@ -133,20 +133,20 @@ class InputSlabs {
       : x_(x), w_t_(w_t), b_emb_(b_emb), e_rows_(e_rows), kernels_(kernels),
         buffer_(at::empty({slab_steps, x.size(1), w_t[0].b.size(1) + w_t[1].b.size(1)}, x.options())) {}
 
-  // (t1 - t0 + 1, B, G = 4H + NH): the rows of steps t0..t1, in the buffer from step t0 on unless
+  // (t1 - t0 + 1, B, 4H + NH): the rows of steps t0..t1, in the buffer from step t0 on unless
   // there already.
   at::Tensor rows(int64_t t0, int64_t t1) {
     if (t0 < begin_ || t1 >= end_) {
       RECORD_USER_SCOPE("nrnm::input_product");
-      const int64_t T = e_rows_.size(0), H = e_rows_.size(2), G = buffer_.size(2);
+      const int64_t T = e_rows_.size(0), H = e_rows_.size(2), width = buffer_.size(2);
       begin_ = t0;
       end_ = std::min(T, t0 + buffer_.size(0));
       TORCH_CHECK(t1 < end_, "nrnm_fast: an input slab of ", buffer_.size(0), " steps for steps ", t0, "..", t1);
-      const at::Tensor slab_rows = buffer_.narrow(0, 0, end_ - begin_).view({-1, G});
+      const at::Tensor slab_rows = buffer_.narrow(0, 0, end_ - begin_).view({-1, width});
       const at::Tensor x_rows = x_.narrow(0, begin_, end_ - begin_).reshape({-1, x_.size(2)});
       const int64_t gates = w_t_[0].b.size(1);
       kernels_.loop_matmul(x_rows, w_t_[0], at::Tensor(), slab_rows.narrow(1, 0, gates));
-      kernels_.loop_matmul(x_rows, w_t_[1], at::Tensor(), slab_rows.narrow(1, gates, G - gates));
+      kernels_.loop_matmul(x_rows, w_t_[1], at::Tensor(), slab_rows.narrow(1, gates, width - gates));
       kernels_.loop_matmul(x_rows, w_t_[2], b_emb_, e_rows_.narrow(0, begin_, end_ - begin_).view({-1, H}));
     }
     return buffer_.narrow(0, t0 - begin_, t1 - t0 + 1);

@@ -51,7 +51,7 @@ struct LoopWeight {
 struct StepForward {
   int64_t t;
   at::Tensor lengths;  // (B,) int64 on the layer's device
-  at::Tensor xw;       // (B, G) row-strided view: columns [0, 4H) are x @ W_ih^T
+  at::Tensor xw;       // (B, 4H + NH) row-strided view: columns [0, 4H) are x @ W_ih^T
   at::Tensor rec;      // (B, 4H) h @ W_hh^T + b_ih + b_hh
   at::Tensor mc;       // (B, H) memory term
   at::Tensor h, c;     // (B, H) state, updated in place
@@ -80,7 +80,7 @@ struct ChunkForward {
   int64_t k;                // time-line row k + t holds step t
   bool per_step;            // gates and cells keep a row per step (else every step writes row 0)
   at::Tensor lengths;       // (B,) int64
-  at::Tensor xw;            // (t1 - t0 + 1, B, G) step rows: columns [0, 4H) of row t - t0 are x_t @ W_ih^T
+  at::Tensor xw;            // (t1 - t0 + 1, B, 4H + NH) step rows: columns [0, 4H) of row t - t0 are x_t @ W_ih^T
   LoopWeight w_hh_t;        // (H, 4H) W_hh^T
   at::Tensor b_gates;       // (4H,) b_ih + b_hh
   at::Tensor mc;            // (t1 - t0 + 1, B, H) step rows: the chunk's memory terms
