@@ -7,6 +7,15 @@
 #include "lanes.h"
 #include "target_clones.h"
 
+#ifdef NRNM_CPU_AVX512
+// GCC 12's unmasked AVX-512 shuffles pass an "undefined" vector that -Wuninitialized then reports
+// where they are inlined (GCC bug 105593); the header's own lines carry the pragma's state.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#include <immintrin.h>
+#pragma GCC diagnostic pop
+#endif
+
 namespace nrnm {
 namespace {
 
@@ -276,6 +285,61 @@ NRNM_CPU_CLONES void packed_add_at_narrow(int64_t M, int64_t K, int64_t N, const
 }
 
 #ifdef NRNM_CPU_AVX512
+// p[k ldp + j] = w[j ldw + k] for j, k < 16: a 16 x 16 block transposed in registers (pairs of
+// rows interleaved, then pairs of pairs, then 128-bit lanes across quarters and halves).
+NRNM_CPU_AVX512 void transpose_16x16(const float* w, int64_t ldw, float* p, int64_t ldp) {
+  __m512 r[16], t[16];
+  for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_ps(w + i * ldw);
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 4; ++i) {
+    const __m512d a = _mm512_castps_pd(t[4 * i]), b = _mm512_castps_pd(t[4 * i + 1]),
+                  c = _mm512_castps_pd(t[4 * i + 2]), d = _mm512_castps_pd(t[4 * i + 3]);
+    r[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+    r[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+    r[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+    r[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+  }
+  for (int c = 0; c < 4; ++c) {
+    t[c] = _mm512_shuffle_f32x4(r[c], r[4 + c], 0x88);
+    t[4 + c] = _mm512_shuffle_f32x4(r[c], r[4 + c], 0xdd);
+    t[8 + c] = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], 0x88);
+    t[12 + c] = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], 0xdd);
+  }
+  for (int c = 0; c < 4; ++c) {
+    _mm512_storeu_ps(p + c * ldp, _mm512_shuffle_f32x4(t[c], t[8 + c], 0x88));
+    _mm512_storeu_ps(p + (8 + c) * ldp, _mm512_shuffle_f32x4(t[c], t[8 + c], 0xdd));
+    _mm512_storeu_ps(p + (4 + c) * ldp, _mm512_shuffle_f32x4(t[4 + c], t[12 + c], 0x88));
+    _mm512_storeu_ps(p + (12 + c) * ldp, _mm512_shuffle_f32x4(t[4 + c], t[12 + c], 0xdd));
+  }
+}
+
+// pack_panels of B = W^T, B's element (k, n) at W[n ldw + k]: the weights as a module holds
+// them. Read a row of k at a time, a panel's 48 columns are 48 rows of W, ldw apart: at ldw = 512
+// floats they share two L1 sets, and packing W_hh^T at H = 512 took 0.62 ns an element; in 16 x
+// 16 blocks transposed in registers each read is a whole cache line (the blocks' leftover
+// columns and rows element by element).
+NRNM_CPU_AVX512 void pack_transposed_wide(int64_t K, int64_t N, const float* W, int64_t ldw, float* P,
+                                          int64_t bytes) {
+  const int64_t panel = panel_width<float>(bytes);
+  for (int64_t n0 = 0; n0 < N; n0 += panel) {
+    const int64_t width = std::min(panel, N - n0);
+    const float* w = W + n0 * ldw;
+    int64_t k0 = 0;
+    for (; k0 + 16 <= K; k0 += 16) {
+      int64_t j0 = 0;
+      for (; j0 + 16 <= width; j0 += 16) transpose_16x16(w + j0 * ldw + k0, ldw, P + k0 * width + j0, width);
+      for (int64_t j = j0; j < width; ++j)
+        for (int64_t k = k0; k < k0 + 16; ++k) P[k * width + j] = w[j * ldw + k];
+    }
+    for (int64_t k = k0; k < K; ++k)
+      for (int64_t j = 0; j < width; ++j) P[k * width + j] = w[j * ldw + k];
+    P += K * width;
+  }
+}
+
 NRNM_CPU_AVX512 void packed_gemm_wide(int64_t M, int64_t K, int64_t N, const float* A, int64_t lda, const float* P,
                                       const float* bias, float* C, int64_t ldc) {
   packed_gemm_impl<float, kWidePanel>(M, K, N, A, lda, P, bias, C, ldc);
@@ -389,6 +453,12 @@ void packed_gemm_add_at(int64_t M, int64_t K, int64_t N, const double* A, int64_
 
 void pack_panels(int64_t K, int64_t N, const float* B, int64_t stride_k, int64_t stride_n, float* P,
                  int64_t bytes) {
+#ifdef NRNM_CPU_AVX512
+  if (stride_k == 1 && stride_n != 1 && avx512_kernels_enabled()) {
+    pack_transposed_wide(K, N, B, stride_n, P, bytes);
+    return;
+  }
+#endif
   pack_panels_impl(K, N, B, stride_k, stride_n, P, bytes);
 }
 
