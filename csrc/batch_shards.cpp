@@ -10,6 +10,7 @@
 #include "loop_weights.h"
 #include "memory_update.h"
 #include "schedule.h"
+#include "shard_team.h"
 
 namespace nrnm {
 namespace {
@@ -68,13 +69,16 @@ std::vector<LayerSaved> saved_blocks(const LayerSaved& whole, const std::vector<
 }
 
 // Runs f(i) for every shard, one per thread, with the caller's thread-local state (grad mode,
-// dispatch keys) in every thread. Inside, at::parallel_for runs inline and MKL on one thread.
+// dispatch keys) in every thread. Inside, at::parallel_for runs inline and MKL on one thread. A
+// thread done with its shards helps with the GEMMs of those still running (csrc/shard_team.h).
 template <typename F>
 void run_shards(size_t count, const F& f) {
   const at::ThreadLocalState state;
+  ShardTeam team(static_cast<int64_t>(count));
   at::parallel_for(0, static_cast<int64_t>(count), 1, [&](int64_t begin, int64_t end) {
     const at::ThreadLocalStateGuard guard(state);
-    for (int64_t i = begin; i < end; ++i) f(static_cast<size_t>(i));
+    for (int64_t i = begin; i < end; ++i) team.run_shard(i, [&] { f(static_cast<size_t>(i)); });
+    team.help();
   });
 }
 

@@ -5,6 +5,7 @@
 
 #include "cpu/small_gemm.h"
 #include "cpu/target_clones.h"
+#include "shard_team.h"
 
 PYBIND11_MODULE(_C, module) {
   module.doc() = "nrnm_fast C++ ops, registered as torch.ops.nrnm_fast.*";
@@ -15,4 +16,12 @@ PYBIND11_MODULE(_C, module) {
              "in their own AVX-512 GEMM rather than through at::mm (by default: on AVX-512 CPUs not made by Intel)");
   module.def("set_packed_large_products", &nrnm::set_packed_large_products, pybind11::arg("on"),
              "Overrides packed_large_products for this process (tests and A/B measurements); AVX-512 CPUs only");
+  module.def("min_shared_work", &nrnm::min_shared_work,
+             "Multiply-adds below which a batch shard's GEMM units are grouped before a thread done with its own "
+             "shard may take them");
+  module.def("set_min_shared_work", &nrnm::set_min_shared_work, pybind11::arg("multiply_adds"),
+             "Overrides min_shared_work for this process (tests: 1 offers every GEMM of two units or more)");
+  module.def("units_helped", &nrnm::units_helped,
+             "GEMM units (column panels, blocks of rows) that a thread ran for another thread's batch shard since "
+             "the process started");
 }

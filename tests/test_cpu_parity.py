@@ -110,16 +110,22 @@ def test_cpu_matches_reference_without_avx512_kernels():
 
 
 @contextlib.contextmanager
-def large_products_packed(on: bool):
-    """The CPU ops' large products through their packed GEMM (on) or through at::mm (off)."""
+def extension_setting(name: str, value):
+    """The CPU ops' process-wide setting ``name`` (``_C.<name>()``, ``_C.set_<name>(value)``) at
+    ``value`` for the block, then restored."""
     from nrnm_fast import _C
 
-    default = _C.packed_large_products()
-    _C.set_packed_large_products(on)
+    default = getattr(_C, name)()
+    getattr(_C, "set_" + name)(value)
     try:
         yield
     finally:
-        _C.set_packed_large_products(default)
+        getattr(_C, "set_" + name)(default)
+
+
+def large_products_packed(on: bool):
+    """The CPU ops' large products through their packed GEMM (on) or through at::mm (off)."""
+    return extension_setting("packed_large_products", on)
 
 
 def avx512_kernels_enabled() -> bool:
@@ -189,6 +195,33 @@ def test_batch_shards_match_reference_float32():
     with batch_shards(2, 2):
         actual = run_case("cpu", torch.float32, CASES["T50-two-layers"])
     assert_matches(actual, run_case("reference", torch.float32, CASES["T50-two-layers"]), 1e-5)
+
+
+# Five elements in three shards (2, 2, 1) on two threads: the thread of the last shard is done
+# while the other runs its second shard, and then takes units of that shard's GEMMs.
+SHARD_HELP_CASE = (30, 5, 1, 4, 2, 2, 2, [30, 30, 23, 30, 30], [0, 1, 2, 3, 0], 96)
+
+
+@requires_cpu_ext
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
+def test_a_thread_done_with_its_shards_takes_part_in_the_others_gemms(dtype):
+    """With every GEMM of two units or more offered (min_shared_work 1), the idle thread runs some
+    of the other thread's column panels and row blocks: outputs and gradients equal those without
+    help bit for bit (a unit's result does not depend on the thread), and match the reference."""
+    from nrnm_fast import _C
+
+    with batch_shards(3, 2):
+        with extension_setting("min_shared_work", 2**62):
+            alone = run_case("cpu", dtype, SHARD_HELP_CASE)
+        before = _C.units_helped()
+        with extension_setting("min_shared_work", 1):
+            helped = run_case("cpu", dtype, SHARD_HELP_CASE)
+        assert _C.units_helped() > before
+    assert alone.keys() == helped.keys()
+    for name in alone:
+        assert torch.equal(alone[name], helped[name]), name
+    if dtype == torch.float64:
+        assert_matches(helped, run_case("reference", dtype, SHARD_HELP_CASE), 1e-10)
 
 
 BATCH_OF_ONE_H256 = {T: (T, 1, 1, 4, 3, 2, 2, None, [2], 256) for T in (9, 20)}
