@@ -8,7 +8,8 @@ which cost next to nothing unless a profiler listens (a check of the thread's ca
 module profiles one inference forward and one training step's backward of the ``"cpu"`` backend
 per shape and prints, for each op call, the share of its thread time (the op's wall time times
 the shards that ran it, one a thread) that each phase took, excluding the phases nested in it.
-What no phase covers ("outside") is the op's set-up and the shards waiting for each other. The
+What no phase covers ("outside") is the op's set-up and a thread done with its shard waiting
+for the others or running units of their GEMMs (csrc/shard_team.h). The
 profiler's own cost per ATen call (about a microsecond) falls mostly on the memory updates,
 which make the most calls.
 """

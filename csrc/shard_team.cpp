@@ -3,6 +3,7 @@
 #include <c10/util/Exception.h>
 
 #include <algorithm>
+#include <thread>
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -78,6 +79,10 @@ void ShardTeam::run_shard(int64_t i, c10::function_ref<void()> work) {
 }
 
 void ShardTeam::help() {
+  // Spinning keeps a claim a cache line's trip away; after some 4096 pauses (tens of us) without
+  // one, each round yields the core to what else the OS has for it (more threads than cores).
+  constexpr int kPausesBeforeYield = 1 << 12;
+  int idle_rounds = 0;
   idle_.fetch_add(1, std::memory_order_relaxed);
   while (running_.load(std::memory_order_acquire) > 0) {
     bool took = false;
@@ -89,7 +94,13 @@ void ShardTeam::help() {
         o.done.fetch_add(1, std::memory_order_release);
       }
     }
-    if (!took) spin_pause();
+    if (took) {
+      idle_rounds = 0;
+    } else if (++idle_rounds < kPausesBeforeYield) {
+      spin_pause();
+    } else {
+      std::this_thread::yield();
+    }
   }
   idle_.fetch_sub(1, std::memory_order_relaxed);
 }
