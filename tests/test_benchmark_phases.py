@@ -60,4 +60,5 @@ def test_phases_table_rows():
         cells = [c.strip() for c in line.strip("|").split("|")]
         assert cells[:2] == ["T9-B2-D4-H8", op]
         shares = [float(c) for c in cells[3:] if c != "-"]
-        assert abs(sum(shares) - 100) < 0.2 and all(s >= 0 for s in shares[:-1])
+        # each cell rounded to 0.1, "outside" the rest of 100 before rounding
+        assert abs(sum(shares) - 100) <= 0.05 * len(shares) + 1e-9 and all(s >= 0 for s in shares[:-1])
